@@ -1,0 +1,64 @@
+"""Argument checking shared by every public class: one place for the error messages."""
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_dtype(dtype):
+    """The layer dtype as a np.dtype: float32 or float64, else TypeError naming `dtype`."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
+    return resolved
+
+
+def float_array(name, value, dtype, shape=None):
+    """`value` as a C-contiguous array of `dtype`, converting from any float dtype or layout.
+
+    Non-float input is a TypeError and a shape other than `shape` (None entries match any
+    size) a ValueError, both naming `name`. The result may share memory with `value`: callers
+    that keep it must not write to it.
+    """
+    array = np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {array.dtype}")
+    if shape is not None:
+        matches = array.ndim == len(shape) and all(
+            want is None or want == got for want, got in zip(shape, array.shape)
+        )
+        if not matches:
+            expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def positive_int(name, value):
+    """`value` as an int >= 1, else TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def load_arrays(name, target, source):
+    """Copy `source[key]` into each array `target[key]` in place, checking names and shapes.
+
+    Raises KeyError for a missing or unexpected key and ValueError/TypeError for a wrong shape or
+    a non-float value, naming the key. Nothing is copied unless every entry is valid.
+    """
+    missing = [key for key in target if key not in source]
+    if missing:
+        raise KeyError(f"{name}: missing key {missing[0]!r}")
+    unexpected = [key for key in source if key not in target]
+    if unexpected:
+        raise KeyError(f"{name}: unexpected key {unexpected[0]!r}")
+    checked = {
+        key: float_array(f"{name}[{key!r}]", source[key], array.dtype, array.shape)
+        for key, array in target.items()
+    }
+    for key, array in target.items():
+        array[...] = checked[key]

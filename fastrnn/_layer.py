@@ -1,0 +1,276 @@
+"""The layer driver shared by every cell: stacking, directions, lengths, dropout and state.
+
+A cell backend knows one direction of one layer (the forward/backward pair of
+`fastrnn._backends`); this module scans it over layers and directions the way PyTorch's
+`apply_layer_stack` does, and keeps parameters, gradients and the cache between forward and
+backward. `fastrnn.LSTM`, `GRU` and `RNN` are thin subclasses that name their cell.
+"""
+import warnings
+
+import numpy as np
+
+from . import _backends
+from ._checks import check_dtype, float_array, load_arrays, positive_int
+
+# Short names the kernels use -> PyTorch's parameter name prefixes.
+_PARAM_PREFIX = {
+    "w_ih": "weight_ih",
+    "w_hh": "weight_hh",
+    "b_ih": "bias_ih",
+    "b_hh": "bias_hh",
+    "w_peep": "weight_peephole",
+}
+
+
+class RecurrentLayer:
+    """A stack of recurrent layers over one cell type; see SPEC §3 for the public contract.
+
+    Subclasses set `cell` (the backend cell name), `num_gates` (G) and `state_names`.
+    """
+
+    cell = None
+    num_gates = None
+    state_names = ("h",)
+
+    def __init__(
+        self,
+        input_size,
+        hidden_size,
+        num_layers=1,
+        *,
+        bias=True,
+        batch_first=False,
+        bidirectional=False,
+        dropout=0.0,
+        peephole=False,
+        dtype=np.float32,
+        backend="auto",
+        seed=None,
+        **cell_options,
+    ):
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.num_layers = positive_int("num_layers", num_layers)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.peephole = bool(peephole)
+        self.dropout = _check_dropout(dropout)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
+            )
+        self.dtype = check_dtype(dtype)
+        self.backend = _backends.resolve_backend(backend)
+        self._cell_options = cell_options
+        self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
+        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self.training = True
+        self._cache = None
+
+        self.num_directions = 2 if self.bidirectional else 1
+        self.params, self.grads = {}, {}
+        # For each (layer, direction): the kernels' short names -> this layer's arrays.
+        self._unit_params, self._unit_grads = [], []
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        gate_rows = self.num_gates * self.hidden_size
+        for layer in range(self.num_layers):
+            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for direction in range(self.num_directions):
+                suffix = f"_l{layer}" + ("_reverse" if direction else "")
+                shapes = {"w_ih": (gate_rows, layer_input), "w_hh": (gate_rows, self.hidden_size)}
+                if self.bias:
+                    shapes.update(b_ih=(gate_rows,), b_hh=(gate_rows,))
+                if self.peephole:
+                    shapes["w_peep"] = (3, self.hidden_size)
+                unit_params, unit_grads = {}, {}
+                for short, shape in shapes.items():
+                    name = _PARAM_PREFIX[short] + suffix
+                    # Drawn in float64 so a float32 and a float64 layer of one seed agree.
+                    weights = self._rng.uniform(-bound, bound, size=shape)
+                    self.params[name] = unit_params[short] = weights.astype(self.dtype)
+                    self.grads[name] = unit_grads[short] = np.zeros(shape, self.dtype)
+                for short in ("b_ih", "b_hh", "w_peep"):
+                    unit_params.setdefault(short, None)
+                    unit_grads.setdefault(short, None)
+                self._unit_params.append(unit_params)
+                self._unit_grads.append(unit_grads)
+
+    # -- modes, parameters --------------------------------------------------------------
+
+    def train(self, mode=True):
+        """Training mode (dropout active between layers); returns self."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Evaluation mode (no dropout); returns self."""
+        return self.train(False)
+
+    def zero_grad(self):
+        """Set every gradient in `grads` to zero, in place."""
+        for grad in self.grads.values():
+            grad.fill(0)
+
+    def state_dict(self):
+        """Copies of the parameters, under PyTorch's names."""
+        return {name: value.copy() for name, value in self.params.items()}
+
+    def load_state_dict(self, state_dict):
+        """Copy parameters from a dict of arrays with PyTorch's names and shapes, in place."""
+        load_arrays("state_dict", self.params, state_dict)
+
+    def __repr__(self):
+        options = [f"{self.input_size}", f"{self.hidden_size}"]
+        if self.num_layers != 1:
+            options.append(f"num_layers={self.num_layers}")
+        for flag in ("bidirectional", "batch_first", "peephole"):
+            if getattr(self, flag):
+                options.append(f"{flag}=True")
+        if not self.bias:
+            options.append("bias=False")
+        if self.dropout:
+            options.append(f"dropout={self.dropout}")
+        options += [f"{key}={value!r}" for key, value in self._cell_options.items()]
+        options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
+        return f"{type(self).__name__}({', '.join(options)})"
+
+    # -- forward and backward -----------------------------------------------------------
+
+    def __call__(self, x, state=None, lengths=None):
+        return self.forward(x, state, lengths)
+
+    def forward(self, x, state=None, lengths=None):
+        """Run the stack over `x`; returns `(y, state_n)` (SPEC §3)."""
+        x = float_array("x", x, self.dtype, (None, None, self.input_size))
+        if self.batch_first:
+            x = np.ascontiguousarray(x.transpose(1, 0, 2))
+        steps, batch = x.shape[:2]
+        if steps == 0 or batch == 0:
+            raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
+        lengths = _check_lengths(lengths, steps, batch)
+        states = self._check_state("state", state, batch)
+
+        dirs, hidden = self.num_directions, self.hidden_size
+        final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        layer_caches, masks = [], []
+        layer_input = x
+        for layer in range(self.num_layers):
+            if layer > 0 and self.training and self.dropout > 0:
+                mask = self._dropout_mask(layer_input.shape)
+                layer_input = layer_input * mask
+                masks.append(mask)
+            else:
+                masks.append(None)
+            outputs, caches = [], []
+            for direction in range(dirs):
+                unit = layer * dirs + direction
+                state0 = tuple(s[unit] for s in states)
+                y, state_n, cache = self._forward_fn(
+                    layer_input, state0, self._unit_params[unit], lengths, direction == 1,
+                    **self._cell_options,
+                )
+                for array, value in zip(final, state_n):
+                    array[unit] = value
+                outputs.append(y)
+                caches.append(cache)
+            layer_input = outputs[0] if dirs == 1 else np.concatenate(outputs, axis=2)
+            layer_caches.append(caches)
+
+        self._cache = (layer_caches, masks, batch, layer_input.shape)
+        y = layer_input
+        if self.batch_first:
+            y = np.ascontiguousarray(y.transpose(1, 0, 2))
+        return y, self._pack_state(final)
+
+    def backward(self, dy, dstate=None):
+        """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
+        if self._cache is None:
+            raise RuntimeError("backward needs a preceding forward call (each forward allows one backward)")
+        layer_caches, masks, batch, y_shape = self._cache
+        expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
+        dy = float_array("dy", dy, self.dtype, expected)
+        if self.batch_first:
+            dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
+        dstates = self._check_state("dstate", dstate, batch)
+        self._cache = None
+
+        dirs, hidden = self.num_directions, self.hidden_size
+        initial = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dy_layer = dy
+        for layer in reversed(range(self.num_layers)):
+            dx = None
+            for direction in range(dirs):
+                unit = layer * dirs + direction
+                dy_unit = dy_layer if dirs == 1 else np.ascontiguousarray(dy_layer[:, :, direction * hidden:(direction + 1) * hidden])
+                dx_unit, dstate0 = self._backward_fn(
+                    dy_unit, tuple(d[unit] for d in dstates), layer_caches[layer][direction], self._unit_grads[unit]
+                )
+                for array, value in zip(initial, dstate0):
+                    array[unit] = value
+                # Both directions read the same input, so their input gradients add.
+                dx = dx_unit if dx is None else dx + dx_unit
+            if masks[layer] is not None:
+                dx *= masks[layer]
+            dy_layer = dx
+
+        if self.batch_first:
+            dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
+        return dy_layer, self._pack_state(initial)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _dropout_mask(self, shape):
+        keep = 1.0 - self.dropout
+        if keep == 0.0:
+            return np.zeros(shape, self.dtype)
+        return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+
+    def _check_state(self, name, state, batch):
+        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
+        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        if len(self.state_names) == 1:
+            if isinstance(state, (tuple, list)):
+                raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, got a {type(state).__name__}")
+            parts = (state,)
+        elif state is None:
+            parts = (None,) * len(self.state_names)
+        else:
+            if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
+                pair = ", ".join(self.state_names)
+                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, got {type(state).__name__}")
+            parts = state
+        arrays = []
+        for part_name, part in zip(self.state_names, parts):
+            label = name if len(parts) == 1 else f"{name}[{self.state_names.index(part_name)}] ({part_name})"
+            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape))
+        return arrays
+
+    def _pack_state(self, arrays):
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+
+def _check_dropout(dropout):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating, np.integer)):
+        raise TypeError(f"dropout must be a number in [0, 1], got {type(dropout).__name__}")
+    if not 0.0 <= dropout <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {dropout}")
+    return float(dropout)
+
+
+def _check_lengths(lengths, steps, batch):
+    """None or an int64 (B,) array with 1 <= lengths[b] <= T; None when every length is T."""
+    if lengths is None:
+        return None
+    array = np.asarray(lengths)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    if array.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {array.shape}")
+    if array.min() < 1 or array.max() > steps:
+        raise ValueError(
+            f"lengths must be between 1 and T={steps}, got values from {array.min()} to {array.max()}"
+        )
+    if array.min() == steps:
+        return None
+    return np.ascontiguousarray(array, dtype=np.int64)

@@ -1,0 +1,63 @@
+"""The public recurrent layers: each names its cell and options; `_layer` does the rest."""
+import numpy as np
+
+from ._layer import RecurrentLayer
+
+
+class LSTM(RecurrentLayer):
+    """Long short-term memory layer (gate rows i, f, g, o), optionally with peepholes.
+
+    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays. See SPEC §2-§3.
+    """
+
+    cell = "lstm"
+    num_gates = 4
+    state_names = ("h", "c")
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
+                 bidirectional=False, dropout=0.0, peephole=False, dtype=np.float32,
+                 backend="auto", seed=None):
+        if not isinstance(peephole, (bool, np.bool_)):
+            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, peephole=peephole,
+                         dtype=dtype, backend=backend, seed=seed)
+
+
+class GRU(RecurrentLayer):
+    """Gated recurrent unit layer (gate rows r, z, n), h_t = (1 - z) * n + z * h_{t-1}.
+
+    `reset_after=True` (default, as PyTorch/cuDNN) applies r to W_hn h + b_hn; False applies it to
+    h before the product (Cho et al. 2014). State is an array h of (num_layers * dirs, B, H).
+    """
+
+    cell = "gru"
+    num_gates = 3
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
+                 bidirectional=False, dropout=0.0, reset_after=True, dtype=np.float32,
+                 backend="auto", seed=None):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype,
+                         backend=backend, seed=seed, reset_after=bool(reset_after))
+
+
+class RNN(RecurrentLayer):
+    """Elman recurrent layer, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu.
+
+    State is an array h of (num_layers * dirs, B, H).
+    """
+
+    cell = "rnn"
+    num_gates = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
+                 bidirectional=False, dropout=0.0, nonlinearity="tanh", dtype=np.float32,
+                 backend="auto", seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
+                         bidirectional=bidirectional, dropout=dropout, dtype=dtype,
+                         backend=backend, seed=seed, nonlinearity=nonlinearity)
