@@ -15,12 +15,12 @@ def check_dtype(dtype):
     return resolved
 
 
-def float_array(name, value, dtype, shape=None):
+def float_array(name, value, dtype, shape=None, copy=False):
     """`value` as a C-contiguous array of `dtype`, converting from any float dtype or layout.
 
     Non-float input is a TypeError and a shape other than `shape` (None entries match any
-    size) a ValueError, both naming `name`. The result may share memory with `value`: callers
-    that keep it must not write to it.
+    size) a ValueError, both naming `name`. Without `copy` the result may share memory with
+    `value`; with it, it never does (for arrays kept past the call).
     """
     array = np.asarray(value)
     if array.dtype.kind != "f":
@@ -32,6 +32,8 @@ def float_array(name, value, dtype, shape=None):
         if not matches:
             expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
+    if copy:
+        return np.array(array, dtype=dtype, order="C", copy=True)
     return np.ascontiguousarray(array, dtype=dtype)
 
 

@@ -142,14 +142,16 @@ class RecurrentLayer:
 
     def forward(self, x, state=None, lengths=None):
         """Run the stack over `x`; returns `(y, state_n)` (SPEC §3)."""
-        x = float_array("x", x, self.dtype, (None, None, self.input_size))
+        # x and state are copied: the kernels keep them for backward, and the caller may reuse
+        # their arrays in between.
+        x = float_array("x", x, self.dtype, (None, None, self.input_size), copy=True)
         if self.batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
         steps, batch = x.shape[:2]
         if steps == 0 or batch == 0:
             raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
         lengths = _check_lengths(lengths, steps, batch)
-        states = self._check_state("state", state, batch)
+        states = self._check_state("state", state, batch, copy=True)
 
         dirs, hidden = self.num_directions, self.hidden_size
         final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
@@ -226,7 +228,7 @@ class RecurrentLayer:
             return np.zeros(shape, self.dtype)
         return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
-    def _check_state(self, name, state, batch):
+    def _check_state(self, name, state, batch, copy=False):
         """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
         shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
         if len(self.state_names) == 1:
@@ -243,7 +245,7 @@ class RecurrentLayer:
         arrays = []
         for part_name, part in zip(self.state_names, parts):
             label = name if len(parts) == 1 else f"{name}[{self.state_names.index(part_name)}] ({part_name})"
-            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape))
+            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
         return arrays
 
     def _pack_state(self, arrays):
