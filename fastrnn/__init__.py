@@ -3,9 +3,16 @@
 Fused Cython kernels (`backend="cython"`) with a pure-NumPy reference (`backend="reference"`)
 that reads like the equations; both compute SPEC §2 with PyTorch's weight names and layout.
 """
+from . import losses, optim
 from ._backends import available_backends
+from .clip import clip_grad_norm
+from .gradcheck import gradcheck
 from .layers import GRU, LSTM, RNN
+from .modules import Embedding, Linear
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "GRU", "RNN", "available_backends"]
+__all__ = [
+    "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "gradcheck",
+    "available_backends",
+]

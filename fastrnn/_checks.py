@@ -7,10 +7,11 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def check_dtype(dtype):
     """The layer dtype as a np.dtype: float32 or float64, else TypeError naming `dtype`."""
     try:
-        resolved = np.dtype(dtype)
+        resolved = None if dtype is None else np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in FLOAT_DTYPES:
+    # `in` compares with ==, and np.dtype(...) == None is True: test for None first.
+    if resolved is None or resolved not in FLOAT_DTYPES:
         raise TypeError(f"dtype must be numpy.float32 or numpy.float64, got {dtype!r}")
     return resolved
 
@@ -30,7 +31,8 @@ def float_array(name, value, dtype, shape=None, copy=False):
             want is None or want == got for want, got in zip(shape, array.shape)
         )
         if not matches:
-            expected = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+            sizes = ["*" if size is None else str(size) for size in shape]
+            expected = "(" + ", ".join(sizes) + ("," if len(sizes) == 1 else "") + ")"
             raise ValueError(f"{name} must have shape {expected}, got {array.shape}")
     if copy:
         return np.array(array, dtype=dtype, order="C", copy=True)

@@ -40,12 +40,14 @@ def gradcheck(loss, arrays, analytic, eps=1e-6, rtol=1e-5, atol=1e-8):
         numeric = numerical_gradient(loss, array, eps)
         error = np.abs(np.asarray(analytic[name]) - numeric)
         worst = max(worst, float(error.max(initial=0.0)))
-        bad = error > atol + rtol * np.abs(numeric)
+        excess = error - (atol + rtol * np.abs(numeric))
+        bad = excess > 0
         if bad.any():
-            k = np.unravel_index(np.argmax(error), array.shape)
+            # Report the entry furthest beyond its tolerance, with plain ints and floats.
+            k = tuple(int(i) for i in np.unravel_index(np.argmax(excess), array.shape))
             raise AssertionError(
                 f"gradient of {name!r} differs from finite differences at index {k}: "
-                f"analytic {np.asarray(analytic[name])[k]!r}, numerical {numeric[k]!r} "
+                f"analytic {float(np.asarray(analytic[name])[k])!r}, numerical {float(numeric[k])!r} "
                 f"({int(bad.sum())} of {bad.size} entries beyond rtol={rtol}, atol={atol})"
             )
     return worst
