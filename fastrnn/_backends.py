@@ -72,7 +72,7 @@ def resolve_backend(backend):
                 "fastrnn: the compiled extension fastrnn._kernels did not import; "
                 "using the slow pure-NumPy reference backend",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=4,  # the user line that built the layer
             )
             _warned_fallback = True
         return "reference"
