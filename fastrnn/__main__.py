@@ -1,0 +1,62 @@
+"""Command line: `python -m fastrnn {demo,charlm,bench} [options]` (SPEC §6).
+
+Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`.
+`bench` is imported only when it is the command asked for, so a problem there cannot break the
+other two and `--help` stays quick.
+"""
+import argparse
+import sys
+
+from . import charlm, demo
+
+DESCRIPTION = """\
+fastrnn: fast LSTM, GRU and Elman-RNN layers for NumPy.
+Run `python -m fastrnn COMMAND --help` for the options of each command."""
+
+
+def build_parser(command=None):
+    """The argument parser; `bench`'s options are added only when `command` is "bench"."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fastrnn", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    for name, module in (("demo", demo), ("charlm", charlm)):
+        sub = commands.add_parser(
+            name,
+            help=module.SUMMARY,
+            description=module.DESCRIPTION,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+    bench_parser = commands.add_parser(
+        "bench", help="time the cython and reference backends (and PyTorch, when installed)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if command == "bench":
+        from . import bench
+
+        bench_parser.description = bench.__doc__
+        bench.add_arguments(bench_parser)
+    return parser
+
+
+def main(argv=None):
+    """Parse `argv` (default: sys.argv[1:]), run the command and return its exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    if args.command == "bench":
+        from . import bench
+
+        return bench.run(args) or 0
+    module = demo if args.command == "demo" else charlm
+    try:
+        return module.run(args)
+    except KeyboardInterrupt:
+        print(f"fastrnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

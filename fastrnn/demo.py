@@ -1,0 +1,300 @@
+"""`python -m fastrnn demo`: the adding problem, where gated cells beat the plain RNN (SPEC §6).
+
+The adding problem (Hochreiter & Schmidhuber 1997): every step of a sequence is a pair (a random
+value in [0, 1], a marker in {0, 1}); exactly two steps are marked, one in each half of the
+sequence, and the target is the sum of the two marked values. Predicting the mean (1.0) scores
+an MSE of Var(u1 + u2) = 1/6; doing better means carrying the first marked value across at least
+half the sequence. Each cell reads the sequence, its last hidden state goes through a Linear layer
+to a scalar, and MSE, gradient clipping and Adam train it.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from . import GRU, LSTM, RNN, available_backends
+from .clip import clip_grad_norm
+from .losses import mse
+from .modules import Linear
+from .optim import Adam, merge
+
+SUMMARY = "train a tanh RNN, an LSTM and a GRU on the adding problem and compare them"
+
+CELLS = {"rnn": ("RNN", RNN), "lstm": ("LSTM", LSTM), "gru": ("GRU", GRU)}
+SOLVED_MSE = 0.01
+TEST_SEQUENCES = 2000
+SPEEDUP_STEPS = 5
+DTYPE = np.float32
+
+DESCRIPTION = f"""\
+The adding problem (Hochreiter & Schmidhuber 1997). Each step of a sequence is a pair (value in
+[0, 1], marker in {{0, 1}}); one step in each half is marked and the target is the sum of the two
+marked values. Predicting the mean scores MSE 1/6 ~ 0.167; a cell has solved the task when its
+MSE on {TEST_SEQUENCES} held-out sequences is below {SOLVED_MSE}.
+
+A tanh RNN, an LSTM and a GRU of the same size train on the same stream of batches (same seed):
+cell -> last hidden state -> Linear -> scalar, MSE loss, gradient clipping, Adam. The table gives
+each cell's test MSE, whether it solved the task, its training time and the speedup of the
+cython backend over the pure-NumPy reference on the same training steps (fastest of {SPEEDUP_STEPS})."""
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def sequence_length(text):
+    """argparse type: an integer >= 2 (each half of the sequence holds one marked step)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
+    return value
+
+
+def cell_list(text):
+    """argparse type: a comma-separated list of cell names, in the order given."""
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CELLS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(CELLS)}, got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def add_backend_arguments(parser, seed_help):
+    """--backend, --seed, --json, --quiet: the options both training commands share."""
+    parser.add_argument(
+        "--backend", choices=("auto", "cython", "reference"), default="auto",
+        help="cell kernels: 'cython' (compiled), 'reference' (pure NumPy) or 'auto' (cython when "
+             "built, else reference with a note) (default: %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+
+def add_arguments(parser):
+    """The demo's options, on an argparse parser."""
+    parser.add_argument("--seq-len", type=sequence_length, default=100, metavar="T",
+                        help="steps per sequence; longer is harder for the plain RNN (default: %(default)s)")
+    parser.add_argument("--steps", type=positive_int, default=2000, metavar="N",
+                        help="training steps (batches) per cell (default: %(default)s)")
+    parser.add_argument("--hidden", type=positive_int, default=64, metavar="H",
+                        help="hidden size of every cell (default: %(default)s)")
+    parser.add_argument("--batch", type=positive_int, default=64, metavar="B",
+                        help="sequences per training step (default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--clip", type=positive_float, default=1.0, metavar="NORM",
+                        help="clip the global gradient norm to NORM (default: %(default)s)")
+    parser.add_argument("--cells", type=cell_list, default=list(CELLS), metavar="LIST",
+                        help="comma list of cells to train, from rnn, lstm, gru (default: rnn,lstm,gru)")
+    add_backend_arguments(parser, "seed of the weights, the training batches and the test set")
+
+
+def choose_backend(requested, command):
+    """The concrete backend for `requested`, or None after printing why it cannot run."""
+    available = available_backends()
+    if requested == "auto":
+        if "cython" in available:
+            return "cython"
+        # After `pip install .`, running from the source tree imports the uncompiled copy there.
+        print(f"fastrnn {command}: note: the compiled kernels do not import from {os.path.dirname(__file__)}, "
+              "so the slow reference backend runs (build them in place with `pip install -e .`, or run "
+              "from outside the source tree after `pip install .`)", file=sys.stderr)
+        return "reference"
+    if requested not in available:
+        print(f"fastrnn {command}: error: backend {requested!r} is not available here "
+              f"(available: {', '.join(available)})", file=sys.stderr)
+        return None
+    return requested
+
+
+def write_json(path, results, command):
+    """Write `results` to `path`; returns False after printing one line if that fails."""
+    try:
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(results, file, indent=2)
+            file.write("\n")
+    except OSError as error:
+        print(f"fastrnn {command}: error: cannot write --json {path}: {error.strerror}", file=sys.stderr)
+        return False
+    return True
+
+
+def adding_batch(rng, seq_len, batch):
+    """x (T, B, 2) of (value, marker) pairs and target (B, 1), the sum of the two marked values."""
+    values = rng.random((seq_len, batch))
+    half = seq_len // 2
+    first = rng.integers(0, half, size=batch)
+    second = rng.integers(half, seq_len, size=batch)
+    markers = np.zeros((seq_len, batch))
+    columns = np.arange(batch)
+    markers[first, columns] = 1.0
+    markers[second, columns] = 1.0
+    x = np.stack([values, markers], axis=2).astype(DTYPE)
+    target = (values[first, columns] + values[second, columns])[:, None].astype(DTYPE)
+    return x, target
+
+
+class AddingModel:
+    """cell (2 -> H) -> hidden state after the last step -> Linear (H -> 1)."""
+
+    def __init__(self, cell, hidden, backend, seed):
+        rng = np.random.default_rng(seed)
+        self.rnn = CELLS[cell][1](2, hidden, dtype=DTYPE, backend=backend, seed=rng)
+        self.head = Linear(hidden, 1, dtype=DTYPE, seed=rng)
+        # The modules' own arrays under "rnn." and "head." names, for the optimizer and clipping.
+        self.params = merge(rnn=self.rnn.params, head=self.head.params)
+        self.grads = merge(rnn=self.rnn.grads, head=self.head.grads)
+
+    def predict(self, x):
+        y, _ = self.rnn(x)
+        return self.head(y[-1])
+
+    def train_step(self, x, target, optimizer, clip):
+        """One forward, backward, clip and update; returns the batch MSE before the update."""
+        self.rnn.zero_grad()
+        self.head.zero_grad()
+        steps, batch, _ = x.shape
+        loss, dpred = mse(self.predict(x), target)
+        # Only the last step's output feeds the head, so only it receives a gradient.
+        dy = np.zeros((steps, batch, self.rnn.hidden_size), DTYPE)
+        dy[-1] = self.head.backward(dpred)
+        self.rnn.backward(dy)
+        clip_grad_norm(self.grads, clip)
+        optimizer.step(self.params, self.grads)
+        return loss
+
+
+def train_cell(cell, args, backend, init_seed, data_seed, progress):
+    """Train one cell for args.steps batches; returns (model, seconds)."""
+    model = AddingModel(cell, args.hidden, backend, init_seed)
+    optimizer = Adam(args.lr)
+    data_rng = np.random.default_rng(data_seed)
+    running = None
+    bar = tqdm(range(args.steps), desc=f"{CELLS[cell][0]:<4}", unit="step", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True, leave=True)
+    start = time.perf_counter()
+    for step in bar:
+        x, target = adding_batch(data_rng, args.seq_len, args.batch)
+        loss = model.train_step(x, target, optimizer, args.clip)
+        # An exponential average over ~50 steps: the per-batch MSE is noisy.
+        running = loss if running is None else 0.98 * running + 0.02 * loss
+        if step % 10 == 0 or step == args.steps - 1:
+            bar.set_postfix_str(f"train MSE {running:.4f}", refresh=False)
+    seconds = time.perf_counter() - start
+    bar.close()
+    return model, seconds
+
+
+def heldout_mse(model, x_test, y_test):
+    model.rnn.eval()
+    loss, _ = mse(model.predict(x_test), y_test)
+    model.rnn.train()
+    return loss
+
+
+def cython_speedup(cell, args, init_seed, data_seed):
+    """Reference over cython time of one training step (the fastest of SPEEDUP_STEPS), or None.
+
+    The fastest step is the one least disturbed by whatever else runs on the machine.
+    """
+    if "cython" not in available_backends():
+        return None
+    seconds = {}
+    for backend in ("cython", "reference"):
+        model = AddingModel(cell, args.hidden, backend, init_seed)
+        optimizer = Adam(args.lr)
+        data_rng = np.random.default_rng(data_seed)
+        batches = [adding_batch(data_rng, args.seq_len, args.batch) for _ in range(SPEEDUP_STEPS + 1)]
+        model.train_step(*batches[0], optimizer, args.clip)  # warm-up: first-touch allocations
+        times = []
+        for x, target in batches[1:]:
+            start = time.perf_counter()
+            model.train_step(x, target, optimizer, args.clip)
+            times.append(time.perf_counter() - start)
+        seconds[backend] = min(times)
+    return seconds["reference"] / seconds["cython"]
+
+
+def lesson(results, seq_len):
+    """One line saying what the table shows about gated and plain cells."""
+    gated = {cell: r["solved"] for cell, r in results.items() if cell != "rnn"}
+    plain = results.get("rnn", {}).get("solved")
+    if gated and all(gated.values()) and plain is False:
+        return (f"The lesson: the gates of the LSTM and GRU carry the first marked value across up to {seq_len} "
+                "steps; the plain tanh RNN's gradient vanishes over that distance, so it stays near the mean.")
+    if gated and all(gated.values()) and plain:
+        return (f"Over {seq_len} steps even the plain RNN bridged the gap; its gradient vanishes with "
+                "distance, so try a longer --seq-len (e.g. 200) to see it fail.")
+    if gated and not all(gated.values()):
+        return "Not every gated cell reached the threshold in this budget: give them more --steps."
+    return "Train rnn together with lstm or gru (--cells) to compare plain and gated cells."
+
+
+def run(args):
+    """Train, evaluate and report; returns the exit code."""
+    backend = choose_backend(args.backend, "demo")
+    if backend is None:
+        return 2
+    init_seed, data_seed, test_seed = np.random.SeedSequence(args.seed).spawn(3)
+    x_test, y_test = adding_batch(np.random.default_rng(test_seed), args.seq_len, TEST_SEQUENCES)
+    baseline = float(np.mean((y_test - 1.0) ** 2))
+    print(f"adding problem: T={args.seq_len} steps, hidden {args.hidden}, batch {args.batch}, {args.steps} steps "
+          f"of Adam (lr {args.lr}, clip {args.clip}), backend {backend}, seed {args.seed}")
+
+    results = {}
+    for cell in args.cells:
+        # Every cell starts from the same seeds, so it sees the very same batches.
+        model, seconds = train_cell(cell, args, backend, init_seed, data_seed, not args.quiet)
+        error = heldout_mse(model, x_test, y_test)
+        results[cell] = {
+            "test_mse": error,
+            "solved": bool(error < SOLVED_MSE),
+            "train_seconds": seconds,
+            "cython_speedup": cython_speedup(cell, args, init_seed, data_seed),
+        }
+
+    print()
+    header = ("cell", "test MSE", "baseline MSE", "solved", "train time", "cython speedup")
+    rows = []
+    for cell, r in results.items():
+        speedup = "n/a (not built)" if r["cython_speedup"] is None else f"{r['cython_speedup']:.1f}x"
+        rows.append((CELLS[cell][0], f"{r['test_mse']:.4f}", f"{baseline:.4f}", "yes" if r["solved"] else "no",
+                     f"{r['train_seconds']:.1f} s", speedup))
+    widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
+    for row in [header] + rows:
+        print("  ".join(text.ljust(width) if i == 0 else text.rjust(width)
+                        for i, (text, width) in enumerate(zip(row, widths))).rstrip())
+    print()
+    print(f"solved: test MSE below {SOLVED_MSE} on {TEST_SEQUENCES} held-out sequences; "
+          f"always predicting the mean (1.0) scores {baseline:.4f}.")
+    print(f"cython speedup: time of one of these training steps (forward, backward, Adam; fastest of "
+          f"{SPEEDUP_STEPS}) with the reference backend over the cython backend.")
+    print(lesson(results, args.seq_len))
+
+    if args.json:
+        summary = {
+            "task": "adding",
+            "seq_len": args.seq_len, "hidden": args.hidden, "batch": args.batch, "steps": args.steps,
+            "lr": args.lr, "clip": args.clip, "seed": args.seed, "backend": backend,
+            "solved_below_mse": SOLVED_MSE, "test_sequences": TEST_SEQUENCES, "baseline_mse": baseline,
+            "cells": results,
+        }
+        if not write_json(args.json, summary, "demo"):
+            return 2
+    return 0
