@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import GRU, LSTM
 from .clip import clip_grad_norm
-from .demo import add_backend_arguments, choose_backend, positive_float, positive_int, write_json
+from ._cli import add_backend_arguments, choose_backend, non_negative_int, positive_float, positive_int, write_json
 from .losses import softmax_cross_entropy
 from .modules import Embedding, Linear
 from .optim import Adagrad, Adam, merge
@@ -70,14 +70,6 @@ def layer_count(text):
     value = int(text)
     if value not in (1, 2, 3):
         raise argparse.ArgumentTypeError(f"must be 1, 2 or 3, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 

@@ -8,8 +8,6 @@ half the sequence. Each cell reads the sequence, its last hidden state goes thro
 to a scalar, and MSE, gradient clipping and Adam train it.
 """
 import argparse
-import json
-import os
 import sys
 import time
 
@@ -17,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import GRU, LSTM, RNN, available_backends
+from ._cli import add_backend_arguments, choose_backend, positive_float, positive_int, write_json
 from .clip import clip_grad_norm
 from .losses import mse
 from .modules import Linear
@@ -42,22 +41,6 @@ each cell's test MSE, whether it solved the task, its training time and the spee
 cython backend over the pure-NumPy reference on the same training steps (fastest of {SPEEDUP_STEPS})."""
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text):
-    """argparse type: a finite number > 0."""
-    value = float(text)
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
 def sequence_length(text):
     """argparse type: an integer >= 2 (each half of the sequence holds one marked step)."""
     value = int(text)
@@ -73,18 +56,6 @@ def cell_list(text):
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(CELLS)}, got {text!r}")
     return list(dict.fromkeys(names))
-
-
-def add_backend_arguments(parser, seed_help):
-    """--backend, --seed, --json, --quiet: the options both training commands share."""
-    parser.add_argument(
-        "--backend", choices=("auto", "cython", "reference"), default="auto",
-        help="cell kernels: 'cython' (compiled), 'reference' (pure NumPy) or 'auto' (cython when "
-             "built, else reference with a note) (default: %(default)s)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
 
 def add_arguments(parser):
@@ -103,36 +74,6 @@ def add_arguments(parser):
     parser.add_argument("--cells", type=cell_list, default=list(CELLS), metavar="LIST",
                         help="comma list of cells to train, from rnn, lstm, gru (default: rnn,lstm,gru)")
     add_backend_arguments(parser, "seed of the weights, the training batches and the test set")
-
-
-def choose_backend(requested, command):
-    """The concrete backend for `requested`, or None after printing why it cannot run."""
-    available = available_backends()
-    if requested == "auto":
-        if "cython" in available:
-            return "cython"
-        # After `pip install .`, running from the source tree imports the uncompiled copy there.
-        print(f"fastrnn {command}: note: the compiled kernels do not import from {os.path.dirname(__file__)}, "
-              "so the slow reference backend runs (build them in place with `pip install -e .`, or run "
-              "from outside the source tree after `pip install .`)", file=sys.stderr)
-        return "reference"
-    if requested not in available:
-        print(f"fastrnn {command}: error: backend {requested!r} is not available here "
-              f"(available: {', '.join(available)})", file=sys.stderr)
-        return None
-    return requested
-
-
-def write_json(path, results, command):
-    """Write `results` to `path`; returns False after printing one line if that fails."""
-    try:
-        with open(path, "w", encoding="utf-8") as file:
-            json.dump(results, file, indent=2)
-            file.write("\n")
-    except OSError as error:
-        print(f"fastrnn {command}: error: cannot write --json {path}: {error.strerror}", file=sys.stderr)
-        return False
-    return True
 
 
 def adding_batch(rng, seq_len, batch):
