@@ -1,0 +1,1139 @@
+"""Compiled cell kernels: one direction of one layer, forward and backward.
+
+Implements the contract of fastrnn/_backends.py for "rnn", "lstm" and "gru". This layer owns the
+buffers and runs the time loop; the per-step gate arithmetic is fused C (src_c/gates_impl.h), the
+whole-sequence matrix products go to BLAS through scipy.linalg.cython_blas, and so do the per-step
+products, unless the CPU runs the packed kernel of src_c/matmul_impl.h (see "Matrix products").
+A pass allocates everything up front, then runs entirely without the GIL.
+
+Buffers, in time order t = 0 .. T-1 whatever the direction: `gates` (T, B, G*H) holds first the
+input projection x.W_ihᵀ of all T*B rows (one product), then, step by step, the activated gates.
+States live in (T+1, B, H) sequences `hs` (and `cs`) with the initial state in the slot before
+the first step processed: slot t (forward) or t+1 (reverse) is the state before step t, and slot
+t+1 (forward) or t (reverse) the state after it. So `hs` read from slot `reverse` on is the
+h_{t-1} of every step, which the W_hh gradient needs as one product.
+
+A pass runs in phases: whole-sequence products (split by rows of their result) and the time
+loop (split by batch rows), each phase shared among the pass's threads (see "Threads").
+"""
+import ctypes
+
+import numpy as np
+import scipy.linalg.cython_blas
+
+from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
+                               PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
+from cython cimport floating
+from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cdef extern from "pythread.h":
+    unsigned long PyThread_start_new_thread(void (*)(void *) noexcept nogil, void *) nogil
+
+cdef enum:
+    # Threads: at most MAX_PARTS, each with at least MIN_ROWS batch rows, and only for passes of
+    # at least PARALLEL_MACS multiply-adds (well above the cost of starting a thread, ~50 us).
+    MAX_PARTS = 8
+    MIN_ROWS = 16
+    PARALLEL_MACS = 1 << 26
+    MAX_PRODUCTS = 6
+
+
+# --- Threads ---------------------------------------------------------------------------------
+# The per-step products are small (B rows) and sequential. Multi-threaded OpenBLAS would cost a
+# wake-up and a barrier per step, and it waits by spinning: when another process holds a core
+# of a shared 2-core machine, a step waits for the descheduled worker for a whole time slice
+# (measured here: 0.3 ms steps taking 15-30 ms, passes 10-20x slower; even the whole-sequence
+# products, whose long K = T*B means many internal barriers, ran 8x slower). So BLAS runs
+# single-threaded for the duration of a pass, and the parallelism is ours, at the coarsest
+# grain: the sequences of a batch are independent, so each thread runs the whole time loop for
+# a slice of the batch rows, with no synchronisation between steps; the whole-sequence products
+# are split by rows of their result. Threads meet only at the end of a phase (two per pass) and
+# wait there on a lock, not spinning, so a busy machine slows a pass down in proportion to the
+# CPU it takes, no more. A pass uses as many threads as the caller lets BLAS use (OpenBLAS's
+# setting, which threadpoolctl limits); the setting is reached through scipy's bundled library
+# (the one cython_blas calls), and restored when the last pass running ends.
+
+ctypedef void (*set_threads_t)(int) noexcept nogil
+ctypedef int (*get_threads_t)() noexcept nogil
+
+cdef set_threads_t _blas_set_threads = NULL
+cdef get_threads_t _blas_get_threads = NULL
+cdef int _blas_threads = 1    # the caller's setting while passes run
+cdef int _passes_running = 0  # changed only with the GIL held
+
+
+def _openblas_thread_functions():
+    """Addresses of (set_num_threads, get_num_threads) of the BLAS behind cython_blas, or None."""
+    try:
+        library = ctypes.CDLL(scipy.linalg.cython_blas.__file__)
+    except OSError:
+        return None
+    for prefix in ("scipy_openblas", "openblas"):
+        for suffix in ("", "64_"):
+            try:
+                setter = getattr(library, f"{prefix}_set_num_threads{suffix}")
+                getter = getattr(library, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            return tuple(ctypes.cast(f, ctypes.c_void_p).value for f in (setter, getter))
+    return None
+
+
+_addresses = _openblas_thread_functions()
+if _addresses is not None:
+    _blas_set_threads = <set_threads_t><uintptr_t>_addresses[0]
+    _blas_get_threads = <get_threads_t><uintptr_t>_addresses[1]
+
+
+cdef int _pass_begin(int B, int64_t macs) noexcept:
+    """Before `with nogil`: single-threaded BLAS; returns the number of threads for the pass."""
+    global _passes_running, _blas_threads
+    if _passes_running == 0 and _blas_get_threads != NULL:
+        _blas_threads = _blas_get_threads()
+        _blas_set_threads(1)
+    _passes_running += 1
+    if _blas_get_threads == NULL or macs < PARALLEL_MACS:
+        return 1
+    return max(1, min(_blas_threads, B // MIN_ROWS, MAX_PARTS))
+
+
+cdef void _pass_end() noexcept:
+    """After `with nogil`: give the caller back its BLAS thread count when the last pass ends."""
+    global _passes_running
+    _passes_running -= 1
+    if _passes_running == 0 and _blas_set_threads != NULL:
+        _blas_set_threads(_blas_threads)
+
+
+ctypedef void (*part_fn)(void *work, int part, int parts) noexcept nogil
+
+
+cdef struct Helper:
+    part_fn fn
+    void *work
+    int part, parts
+    PyThread_type_lock done  # held while the helper works
+
+
+cdef struct Team:
+    int parts
+    Helper helpers[MAX_PARTS]
+
+
+cdef void team_init(Team *team, int parts) noexcept:
+    """A team of `parts` threads, this one and parts - 1 helpers, each with its lock (fewer should
+    a lock fail to allocate)."""
+    cdef int part
+    team.parts = 1
+    for part in range(1, parts):
+        team.helpers[part].done = PyThread_allocate_lock()
+        if team.helpers[part].done == NULL:
+            return
+        team.parts = part + 1
+
+
+cdef void team_free(Team *team) noexcept:
+    cdef int part
+    for part in range(1, team.parts):
+        PyThread_free_lock(team.helpers[part].done)
+    team.parts = 1
+
+
+cdef void _helper_main(void *arg) noexcept nogil:
+    cdef Helper *helper = <Helper *>arg
+    fp_mode_fast_enter()  # the thread ends with the pass: nothing to restore
+    helper.fn(helper.work, helper.part, helper.parts)
+    PyThread_release_lock(helper.done)
+
+
+cdef void team_run(Team *team, part_fn fn, void *work) noexcept nogil:
+    """fn(work, part, parts) for every part: part 0 in this thread, the others in helper threads
+    (or here, should a thread fail to start); returns when all are done."""
+    cdef int part, parts = team.parts
+    cdef Helper *helper
+    for part in range(1, parts):
+        helper = &team.helpers[part]
+        helper.fn, helper.work, helper.part, helper.parts = fn, work, part, parts
+        PyThread_acquire_lock(helper.done, WAIT_LOCK)
+        if PyThread_start_new_thread(_helper_main, helper) == <unsigned long>-1:
+            fn(work, part, parts)
+            PyThread_release_lock(helper.done)
+    fn(work, 0, parts)
+    for part in range(1, parts):
+        PyThread_acquire_lock(team.helpers[part].done, WAIT_LOCK)
+        PyThread_release_lock(team.helpers[part].done)
+
+
+cdef inline int part_start(int part, int parts, int n) noexcept nogil:
+    """First of the indices range(n) that part `part` of `parts` takes."""
+    return <int>(<int64_t>part * n // parts)
+
+
+# --- Matrix products -------------------------------------------------------------------------
+
+cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
+               const floating *a, int lda, const floating *b, int ldb, floating beta,
+               floating *c, int ldc) noexcept nogil:
+    """C := alpha * op(A).op(B) + beta * C, row-major; C is (m, n), op(X) = Xᵀ when trans_x."""
+    # Column-major BLAS reads a row-major matrix as its transpose: compute
+    # Cᵀ := alpha * op(B)ᵀ.op(A)ᵀ + beta * Cᵀ, i.e. swap the operands and m with n.
+    cdef char ta = b'T' if trans_a else b'N'
+    cdef char tb = b'T' if trans_b else b'N'
+    if floating is float:
+        sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
+    else:
+        dgemm(&tb, &ta, &n, &m, &k, &alpha, <double *>b, &ldb, <double *>a, &lda, &beta, c, &ldc)
+
+
+# The per-step products multiply by the same right operand (W_hh or a block of it, or its
+# transpose) at every step. On CPUs with AVX-512 it is packed once per pass and the products run
+# in matmul_packed (src_c/matmul_impl.h), which at a few dozen rows is 1.5-2x faster than BLAS,
+# whose packing on every call costs about as much as the arithmetic; elsewhere they go to BLAS.
+
+cdef bint _packed_products = packed_matmul_supported()
+
+
+def _packed_products_supported():
+    """Whether this CPU runs matmul_packed."""
+    return bool(packed_matmul_supported())
+
+
+def _use_packed_products(bint enabled):
+    """Run the per-step products in matmul_packed (where supported) or, if not `enabled`, in
+    BLAS; returns the previous setting. For tests and benchmarks."""
+    global _packed_products
+    previous = _packed_products
+    _packed_products = enabled and packed_matmul_supported()
+    return previous
+
+
+cdef struct Operand:
+    # The right operand B (k, n) of a per-step product: `b`, with row stride ldb, holds B, or Bᵀ
+    # when `transposed`; `panels` is B packed for matmul_packed, or NULL to use BLAS.
+    int k, n, ldb
+    bint transposed
+    const void *b
+    void *panels
+
+
+cdef void set_operand(Operand *op, int k, int n, const void *b, int ldb, bint transposed,
+                      void *panels) noexcept:
+    op.k, op.n, op.b, op.ldb, op.transposed, op.panels = k, n, b, ldb, transposed, panels
+
+
+cdef void pack_operand(const Operand *op, bint is_double) noexcept nogil:
+    if op.panels == NULL:
+        return
+    if is_double:
+        pack_panels_d(op.k, op.n, <const double *>op.b, op.ldb, op.transposed, <double *>op.panels)
+    else:
+        pack_panels_f(op.k, op.n, <const float *>op.b, op.ldb, op.transposed, <float *>op.panels)
+
+
+cdef void step_matmul(const Operand *op, int m, const floating *a, int lda, floating beta,
+                      floating *c, int ldc) noexcept nogil:
+    """C := A.B + beta * C (beta 0 or 1), row-major, A (m, k), B = op: a product of one step."""
+    if op.panels == NULL:
+        gemm(False, op.transposed, m, op.n, op.k, 1, a, lda, <const floating *>op.b, op.ldb, beta,
+             c, ldc)
+    elif floating is float:
+        matmul_packed_f(m, op.n, op.k, a, lda, <const float *>op.panels, beta != 0, c, ldc)
+    else:
+        matmul_packed_d(m, op.n, op.k, a, lda, <const double *>op.panels, beta != 0, c, ldc)
+
+
+def _panels(int k, int n, dtype):
+    """A buffer for the packed form of a (k, n) right operand, or None when products use BLAS."""
+    if not _packed_products:
+        return None
+    if dtype == np.float32:
+        return np.empty(packed_size_f(k, n), np.float32)
+    return np.empty(packed_size_d(k, n), np.float64)
+
+
+cdef inline void *panels_ptr(floating[::1] panels) noexcept:
+    if panels is None:
+        return NULL
+    return &panels[0]
+
+
+cdef struct Product:
+    # C := op(A).op(B) (+ C when accumulate), as for gemm
+    bint trans_a, trans_b, accumulate
+    int m, n, k, lda, ldb, ldc
+    const void *a
+    const void *b
+    void *c
+
+
+cdef struct ColumnSum:
+    # acc += A.sum(axis=0), A (rows, n) with row stride lda; acc is float64
+    int64_t rows
+    int n, lda
+    const void *a
+    double *acc
+
+
+cdef struct Products:
+    # The whole-sequence products of a phase, done in order; each thread takes a slice of the
+    # rows of every product's C and a slice of the columns of every column sum.
+    bint is_double
+    int count, sums
+    Product items[MAX_PRODUCTS]
+    ColumnSum column_sums[2]
+
+
+cdef void product(Products *products, bint trans_a, bint trans_b, int m, int n, int k,
+                  const void *a, int lda, const void *b, int ldb, bint accumulate, void *c,
+                  int ldc) noexcept:
+    """Append C := op(A).op(B) (+ C when accumulate) to `products`."""
+    cdef Product *p = &products.items[products.count]
+    p.trans_a, p.trans_b, p.accumulate = trans_a, trans_b, accumulate
+    p.m, p.n, p.k, p.lda, p.ldb, p.ldc = m, n, k, lda, ldb, ldc
+    p.a, p.b, p.c = a, b, c
+    products.count += 1
+
+
+cdef void column_sum(Products *products, int64_t rows, int n, const void *a, int lda,
+                     double *acc) noexcept:
+    """Append acc += A.sum(axis=0) to `products`."""
+    cdef ColumnSum *s = &products.column_sums[products.sums]
+    s.rows, s.n, s.a, s.lda, s.acc = rows, n, a, lda, acc
+    products.sums += 1
+
+
+cdef void product_rows(const Product *p, int r0, int r1, const floating *a) noexcept nogil:
+    """Rows r0 .. r1-1 of C := op(A).op(B) (+ C); a is p.a."""
+    if r1 <= r0:
+        return
+    # row r of op(A) is row r of A, or column r of A when it is transposed
+    a = a + (r0 if p.trans_a else <int64_t>r0 * p.lda)
+    gemm(p.trans_a, p.trans_b, r1 - r0, p.n, p.k, 1, a, p.lda, <const floating *>p.b, p.ldb,
+         1 if p.accumulate else 0, <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
+
+
+cdef void column_sum_columns(const ColumnSum *s, int j0, int j1,
+                             const floating *a) noexcept nogil:
+    """Columns j0 .. j1-1 of acc += A.sum(axis=0); a is s.a."""
+    if j1 <= j0:
+        return
+    if floating is float:
+        colsum_f(s.rows, j1 - j0, a + j0, s.lda, s.acc + j0)
+    else:
+        colsum_d(s.rows, j1 - j0, a + j0, s.lda, s.acc + j0)
+
+
+cdef void products_part(void *work, int part, int parts) noexcept nogil:
+    cdef Products *products = <Products *>work
+    cdef const Product *p
+    cdef const ColumnSum *s
+    cdef int i
+    for i in range(products.count):
+        p = &products.items[i]
+        if products.is_double:
+            product_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
+                         <const double *>p.a)
+        else:
+            product_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
+                         <const float *>p.a)
+    for i in range(products.sums):
+        s = &products.column_sums[i]
+        if products.is_double:
+            column_sum_columns(s, part_start(part, parts, s.n), part_start(part + 1, parts, s.n),
+                               <const double *>s.a)
+        else:
+            column_sum_columns(s, part_start(part, parts, s.n), part_start(part + 1, parts, s.n),
+                               <const float *>s.a)
+
+
+cdef void add_to(floating *out, const double *acc, int n) noexcept nogil:
+    """out += acc, the way parameter gradients are accumulated."""
+    cdef int j
+    for j in range(n):
+        out[j] += <floating>acc[j]
+
+
+# --- Time loops ------------------------------------------------------------------------------
+
+cdef struct Work:
+    # What the time loop of a pass reads and writes (typed by `is_double`); a thread handles
+    # batch rows part_start(part) .. part_start(part + 1) - 1 of everything per-row. The forward
+    # buffers (gates .. y) are written by forward and only read by backward.
+    bint is_double
+    int T, B, H, G, rev, option  # option: relu (RNN) / reset_after (GRU)
+    const int64_t *lengths
+    Operand step_b[2]   # the right operands of the per-step products (W_hh or blocks of it)
+    const void *b_ih
+    const void *b_hh
+    const void *w_peep  # (3, H), zeros without peepholes
+    void *gates         # (T, B, G*H)
+    void *hs            # (T+1, B, H)
+    void *cs            # (T+1, B, H), LSTM
+    void *extra         # (T, B, H): GRU hn (reset_after) or r * h_{t-1}
+    void *y             # (T, B, H)
+    void *scratch       # (B, G*H): GRU's per-step hproj / d(r * h_{t-1})
+    const void *dy      # (T, B, H)
+    void *dgates        # (T, B, G*H)
+    void *dn            # (T, B, H): GRU reset_after's n gradient
+    void *dh            # (B, H)
+    void *dc            # (B, H)
+    double *dpeep       # (parts, 3H) accumulators, or NULL
+
+
+cdef inline int64_t at(int t, int b, int B, int width) noexcept nogil:
+    """Offset of row b of step t in a (·, B, width) buffer."""
+    return (<int64_t>t * B + b) * width
+
+
+cdef inline const int64_t *lengths_from(const Work *w, int b0) noexcept nogil:
+    """The lengths of the batch rows from b0 on (NULL: all sequences have T steps)."""
+    if w.lengths == NULL:
+        return NULL
+    return w.lengths + b0
+
+
+cdef void lstm_forward_rows(Work *w, int b0, int b1, floating *gates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *b_ih = <const floating *>w.b_ih
+    cdef const floating *b_hh = <const floating *>w.b_hh
+    cdef const floating *w_peep = <const floating *>w.w_peep
+    cdef floating *hs = <floating *>w.hs
+    cdef floating *cs = <floating *>w.cs
+    cdef floating *y = <floating *>w.y
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
+        step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
+                    &gates[at(t, b0, B, G)], G)
+        if floating is float:
+            lstm_forward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh, w_peep,
+                                &hs[at(t + rev, b0, B, H)], &cs[at(t + rev, b0, B, H)],
+                                &hs[at(t + 1 - rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                                &y[at(t, b0, B, H)])
+        else:
+            lstm_forward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh, w_peep,
+                                &hs[at(t + rev, b0, B, H)], &cs[at(t + rev, b0, B, H)],
+                                &hs[at(t + 1 - rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                                &y[at(t, b0, B, H)])
+
+
+cdef void lstm_backward_rows(Work *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *w_peep = <const floating *>w.w_peep
+    cdef const floating *gates = <const floating *>w.gates
+    cdef const floating *cs = <const floating *>w.cs
+    cdef const floating *dy = <const floating *>w.dy
+    cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef floating *dc = <floating *>w.dc + <int64_t>b0 * H
+    cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * 3 * H
+    for s in range(T):
+        t = s if rev else T - 1 - s
+        if floating is float:
+            lstm_backward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                 &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                                 w_peep, &dy[at(t, b0, B, H)], dh, dc, &dgates[at(t, b0, B, G)],
+                                 dpeep)
+        else:
+            lstm_backward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                 &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                                 w_peep, &dy[at(t, b0, B, H)], dh, dc, &dgates[at(t, b0, B, G)],
+                                 dpeep)
+        # dh[rows] += dgates[t, rows] @ w_hh
+        step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+
+
+cdef void gru_forward_rows(Work *w, int b0, int b1, floating *gates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *b_ih = <const floating *>w.b_ih
+    cdef const floating *b_hh = <const floating *>w.b_hh
+    cdef floating *hs = <floating *>w.hs
+    cdef floating *extra = <floating *>w.extra
+    cdef floating *y = <floating *>w.y
+    cdef floating *hproj = <floating *>w.scratch + <int64_t>b0 * G
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        if w.option:  # reset_after
+            # hproj[rows] = hs[t + rev, rows] @ w_hh.T
+            step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 0, hproj, G)
+            if floating is float:
+                gru_forward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih,
+                                   b_hh, &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)],
+                                   &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+            else:
+                gru_forward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih,
+                                   b_hh, &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)],
+                                   &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+        else:
+            # gates[t, rows, :2H] += hs[t + rev, rows] @ w_hh[:2H].T
+            step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
+                        &gates[at(t, b0, B, G)], G)
+            if floating is float:
+                gru_forward_rz_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                      &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)])
+            else:
+                gru_forward_rz_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                      &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)])
+            # gates[t, rows, 2H:] += (r * h_{t-1})[rows] @ w_hh[2H:].T
+            step_matmul(&w.step_b[1], rows, &extra[at(t, b0, B, H)], H, 1,
+                        &gates[at(t, b0, B, G) + 2 * H], G)
+            if floating is float:
+                gru_forward_n_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                     &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
+                                     &y[at(t, b0, B, H)])
+            else:
+                gru_forward_n_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                     &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
+                                     &y[at(t, b0, B, H)])
+
+
+cdef void gru_backward_rows(Work *w, int b0, int b1, floating *dgates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *gates = <const floating *>w.gates
+    cdef const floating *hs = <const floating *>w.hs
+    cdef const floating *extra = <const floating *>w.extra
+    cdef const floating *dy = <const floating *>w.dy
+    cdef floating *dn = <floating *>w.dn
+    cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef floating *drh = <floating *>w.scratch + <int64_t>b0 * H
+    for s in range(T):
+        t = s if rev else T - 1 - s
+        if w.option:  # reset_after
+            if floating is float:
+                gru_backward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                    &extra[at(t, b0, B, H)], &hs[at(t + rev, b0, B, H)],
+                                    &dy[at(t, b0, B, H)], dh, &dgates[at(t, b0, B, G)],
+                                    &dn[at(t, b0, B, H)])
+            else:
+                gru_backward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                    &extra[at(t, b0, B, H)], &hs[at(t + rev, b0, B, H)],
+                                    &dy[at(t, b0, B, H)], dh, &dgates[at(t, b0, B, G)],
+                                    &dn[at(t, b0, B, H)])
+            # dh[rows] += dgates[t, rows] @ w_hh
+            step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+        else:
+            if floating is float:
+                gru_backward_nz_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                       &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
+                                       &dgates[at(t, b0, B, G)])
+            else:
+                gru_backward_nz_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                       &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
+                                       &dgates[at(t, b0, B, G)])
+            # drh[rows] = dgates[t, rows, 2H:] @ w_hh[2H:]
+            step_matmul(&w.step_b[1], rows, &dgates[at(t, b0, B, G) + 2 * H], G, 0, drh, H)
+            if floating is float:
+                gru_backward_r_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                      &hs[at(t + rev, b0, B, H)], drh, dh,
+                                      &dgates[at(t, b0, B, G)])
+            else:
+                gru_backward_r_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                      &hs[at(t + rev, b0, B, H)], drh, dh,
+                                      &dgates[at(t, b0, B, G)])
+            # dh[rows] += dgates[t, rows, :2H] @ w_hh[:2H]
+            step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+
+
+cdef void rnn_forward_rows(Work *w, int b0, int b1, floating *hs) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *b_ih = <const floating *>w.b_ih
+    cdef const floating *b_hh = <const floating *>w.b_hh
+    cdef floating *y = <floating *>w.y
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        # hs[t + 1 - rev, rows] += hs[t + rev, rows] @ w_hh.T
+        step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
+                    &hs[at(t + 1 - rev, b0, B, H)], H)
+        if floating is float:
+            rnn_forward_step_f(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
+                               b_ih, b_hh, &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
+        else:
+            rnn_forward_step_d(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
+                               b_ih, b_hh, &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
+
+
+cdef void rnn_backward_rows(Work *w, int b0, int b1, floating *dpre) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w, b0)
+    cdef const floating *hs = <const floating *>w.hs
+    cdef const floating *dy = <const floating *>w.dy
+    cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    for s in range(T):
+        t = s if rev else T - 1 - s
+        if floating is float:
+            rnn_backward_step_f(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
+                                &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
+        else:
+            rnn_backward_step_d(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
+                                &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
+        # dh[rows] += dpre[t, rows] @ w_hh
+        step_matmul(&w.step_b[0], rows, &dpre[at(t, b0, B, H)], H, 1, dh, H)
+
+
+# The time loops as thread parts: part `part` of `parts` takes its slice of the batch rows.
+
+cdef void lstm_forward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        lstm_forward_rows(w, b0, b1, <double *>w.gates)
+    else:
+        lstm_forward_rows(w, b0, b1, <float *>w.gates)
+
+
+cdef void lstm_backward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        lstm_backward_rows(w, b0, b1, part, <double *>w.dgates)
+    else:
+        lstm_backward_rows(w, b0, b1, part, <float *>w.dgates)
+
+
+cdef void gru_forward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        gru_forward_rows(w, b0, b1, <double *>w.gates)
+    else:
+        gru_forward_rows(w, b0, b1, <float *>w.gates)
+
+
+cdef void gru_backward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        gru_backward_rows(w, b0, b1, <double *>w.dgates)
+    else:
+        gru_backward_rows(w, b0, b1, <float *>w.dgates)
+
+
+cdef void rnn_forward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        rnn_forward_rows(w, b0, b1, <double *>w.hs)
+    else:
+        rnn_forward_rows(w, b0, b1, <float *>w.hs)
+
+
+cdef void rnn_backward_part(void *work, int part, int parts) noexcept nogil:
+    cdef Work *w = <Work *>work
+    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
+    if w.is_double:
+        rnn_backward_rows(w, b0, b1, <double *>w.dgates)
+    else:
+        rnn_backward_rows(w, b0, b1, <float *>w.dgates)
+
+
+# --- Passes ----------------------------------------------------------------------------------
+
+cdef class _Cache:
+    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    cdef object x, w_ih, w_hh, w_peep, lengths, gates, hs, cs, extra
+    cdef bint reverse, option
+
+
+cdef _Cache _make_cache(x, w_ih, w_hh, w_peep, lengths, gates, hs, cs, extra, bint reverse,
+                        bint option):
+    cdef _Cache cache = _Cache.__new__(_Cache)
+    cache.x, cache.w_ih, cache.w_hh, cache.w_peep, cache.lengths = x, w_ih, w_hh, w_peep, lengths
+    cache.gates, cache.hs, cache.cs, cache.extra = gates, hs, cs, extra
+    cache.reverse, cache.option = reverse, option
+    return cache
+
+
+cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept:
+    if lengths is None:
+        return NULL
+    return &lengths[0]
+
+
+cdef inline object base_or_none(const int64_t[::1] lengths):
+    return None if lengths is None else lengths.base
+
+
+cdef inline const void *bias_ptr(const floating[::1] bias) noexcept:
+    if bias is None:
+        return NULL
+    return &bias[0]
+
+
+cdef inline void copy_state(floating *dst, const floating *src, int B, int H) noexcept nogil:
+    memcpy(dst, src, <size_t>B * H * sizeof(floating))
+
+
+cdef void init_work(Work *w, bint is_double, int T, int B, int H, int G, bint reverse,
+                    bint option, const int64_t *lengths) noexcept:
+    """The sizes and options of `w`, with every buffer pointer NULL."""
+    memset(w, 0, sizeof(Work))
+    w.is_double, w.T, w.B, w.H, w.G, w.rev, w.option = is_double, T, B, H, G, reverse, option
+    w.lengths = lengths
+
+
+cdef void init_products(Products *products, bint is_double) noexcept:
+    products.is_double, products.count, products.sums = is_double, 0, 0
+
+
+cdef void pack_operands(const Work *w) noexcept nogil:
+    pack_operand(&w.step_b[0], w.is_double)
+    pack_operand(&w.step_b[1], w.is_double)
+
+
+# --- LSTM ------------------------------------------------------------------------------------
+
+def lstm_forward(x, state0, params, lengths, reverse):
+    """LSTM forward over one direction of one layer -> (y, (h_n, c_n), cache); see _backends."""
+    w_hh = params["w_hh"]
+    w_peep = params["w_peep"]
+    if w_peep is None:
+        w_peep = np.zeros((3, w_hh.shape[1]), w_hh.dtype)
+    if x.dtype == np.float32:
+        return _lstm_forward[float](x, state0[0], state0[1], params["w_ih"], w_hh, params["b_ih"],
+                                    params["b_hh"], w_peep, lengths, reverse)
+    return _lstm_forward[double](x, state0[0], state0[1], params["w_ih"], w_hh, params["b_ih"],
+                                 params["b_hh"], w_peep, lengths, reverse)
+
+
+cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                         const floating[:, ::1] c0, const floating[:, ::1] w_ih,
+                         const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                         const floating[::1] b_hh, const floating[:, ::1] w_peep,
+                         const int64_t[::1] lengths, bint reverse):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 4 * H
+    cdef int rev = reverse
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products projection
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    # Kept for backward: the activated gates and the h and c sequences, (4 + 2) * T*B*H values
+    # (and the initial state).
+    gates_array = np.empty((T, B, G), dtype)
+    hs_array = np.empty((T + 1, B, H), dtype)
+    cs_array = np.empty((T + 1, B, H), dtype)
+    y_array = np.empty((T, B, H), dtype)
+    h_n_array = np.empty((B, H), dtype)
+    c_n_array = np.empty((B, H), dtype)
+    cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
+    cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
+    cdef floating[::1] panels = _panels(H, G, dtype)
+
+    init_work(&work, floating is double, T, B, H, G, reverse, False, lengths_ptr(lengths))
+    # per step: @ w_hh.T
+    set_operand(&work.step_b[0], H, G, &w_hh[0, 0], H, True, panels_ptr(panels))
+    work.w_peep = &w_peep[0, 0]
+    work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
+    work.gates, work.hs, work.cs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &y[0, 0, 0]
+    init_products(&projection, floating is double)
+    # gates = x @ w_ih.T   (the biases are added in the gate kernel)
+    product(&projection, False, True, T * B, G, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
+            &gates[0, 0, 0], G)
+
+    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+        copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
+        team_run(&team, products_part, &projection)
+        team_run(&team, lstm_forward_part, &work)
+        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+        copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    cache = _make_cache(x.base, w_ih.base, w_hh.base, w_peep.base, base_or_none(lengths),
+                        gates_array, hs_array, cs_array, None, reverse, False)
+    return y_array, (h_n_array, c_n_array), cache
+
+
+def lstm_backward(dy, dstate_n, cache, grads):
+    """LSTM backward through one forward call -> (dx, (dh0, dc0)); adds into `grads`."""
+    cdef _Cache c = cache
+    if dy.dtype == np.float32:
+        return _lstm_backward[float](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
+                                     c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
+                                     grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+    return _lstm_backward[double](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
+                                  c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
+                                  grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+
+
+cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
+                          const floating[:, ::1] dc_n, const floating[:, :, ::1] x,
+                          const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                          const floating[:, ::1] w_peep, const int64_t[::1] lengths,
+                          const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
+                          const floating[:, :, ::1] cs, bint reverse,
+                          floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                          floating[::1] db_hh, floating[:, ::1] dw_peep):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 4 * H
+    cdef int rev = reverse, part
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products weights
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    dx_array = np.empty((T, B, D), dtype)
+    dgates_array = np.empty((T, B, G), dtype)
+    dh_array = np.empty((B, H), dtype)
+    dc_array = np.empty((B, H), dtype)
+    cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array
+    cdef floating[:, ::1] dh = dh_array, dc = dc_array
+    cdef double[::1] dbias = np.zeros(G)
+    cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, 3 * H))  # one accumulator per thread
+    cdef floating[::1] panels = _panels(G, H, dtype)
+
+    init_work(&work, floating is double, T, B, H, G, reverse, False, lengths_ptr(lengths))
+    # per step: @ w_hh
+    set_operand(&work.step_b[0], G, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+    work.w_peep = &w_peep[0, 0]
+    work.gates, work.cs, work.dy = <void *>&gates[0, 0, 0], <void *>&cs[0, 0, 0], &dy[0, 0, 0]
+    work.dgates, work.dh, work.dc = &dgates[0, 0, 0], &dh[0, 0], &dc[0, 0]
+    work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
+    init_products(&weights, floating is double)
+    # dx = dgates @ w_ih
+    product(&weights, False, False, T * B, D, G, &dgates[0, 0, 0], G, &w_ih[0, 0], D, False,
+            &dx[0, 0, 0], D)
+    # dw_ih += dgates.T @ x
+    product(&weights, True, False, G, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D, True,
+            &dw_ih[0, 0], D)
+    # dw_hh += dgates.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
+    product(&weights, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H, True,
+            &dw_hh[0, 0], H)
+    if db_ih is not None:
+        # dbias = dgates.sum((0, 1))
+        column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0])
+
+    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+        copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
+        team_run(&team, lstm_backward_part, &work)
+        team_run(&team, products_part, &weights)
+        if db_ih is not None:
+            add_to(&db_ih[0], &dbias[0], G)
+            add_to(&db_hh[0], &dbias[0], G)
+        if dw_peep is not None:
+            for part in range(team.parts):
+                add_to(&dw_peep[0, 0], &dpeep[part, 0], 3 * H)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    return dx_array, (dh_array, dc_array)
+
+
+# --- GRU -------------------------------------------------------------------------------------
+
+def gru_forward(x, state0, params, lengths, reverse, reset_after=True):
+    """GRU forward over one direction of one layer -> (y, (h_n,), cache); see _backends."""
+    w_hh = params["w_hh"]
+    if x.dtype == np.float32:
+        return _gru_forward[float](x, state0[0], params["w_ih"], w_hh, params["b_ih"],
+                                   params["b_hh"], lengths, reverse, reset_after)
+    return _gru_forward[double](x, state0[0], params["w_ih"], w_hh, params["b_ih"],
+                                params["b_hh"], lengths, reverse, reset_after)
+
+
+cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                        const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                        const floating[::1] b_ih, const floating[::1] b_hh,
+                        const int64_t[::1] lengths, bint reverse, bint reset_after):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 3 * H
+    cdef int rev = reverse
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products projection
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    # Kept for backward: the activated gates, the h sequence and per step either
+    # hn = W_hn h_{t-1} + b_hn (reset_after) or r * h_{t-1}: (3 + 2) * T*B*H values (and the
+    # initial state).
+    gates_array = np.empty((T, B, G), dtype)
+    hs_array = np.empty((T + 1, B, H), dtype)
+    extra_array = np.empty((T, B, H), dtype)
+    y_array = np.empty((T, B, H), dtype)
+    h_n_array = np.empty((B, H), dtype)
+    hproj_array = np.empty((B, G), dtype)
+    cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, extra = extra_array
+    cdef floating[:, :, ::1] y = y_array
+    cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
+    cdef floating[::1] panels = _panels(H, G if reset_after else 2 * H, dtype)
+    cdef floating[::1] panels_n = None if reset_after else _panels(H, H, dtype)
+
+    init_work(&work, floating is double, T, B, H, G, reverse, reset_after, lengths_ptr(lengths))
+    if reset_after:
+        # per step: @ w_hh.T
+        set_operand(&work.step_b[0], H, G, &w_hh[0, 0], H, True, panels_ptr(panels))
+    else:
+        # per step: @ w_hh[:2H].T, then (r * h_{t-1}) @ w_hh[2H:].T
+        set_operand(&work.step_b[0], H, 2 * H, &w_hh[0, 0], H, True, panels_ptr(panels))
+        set_operand(&work.step_b[1], H, H, &w_hh[2 * H, 0], H, True, panels_ptr(panels_n))
+    work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
+    work.gates, work.hs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &y[0, 0, 0]
+    work.extra = &extra[0, 0, 0]
+    work.scratch = &hproj[0, 0]
+    init_products(&projection, floating is double)
+    # gates = x @ w_ih.T   (the biases are added in the gate kernels)
+    product(&projection, False, True, T * B, G, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
+            &gates[0, 0, 0], G)
+
+    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+        team_run(&team, products_part, &projection)
+        team_run(&team, gru_forward_part, &work)
+        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    cache = _make_cache(x.base, w_ih.base, w_hh.base, None, base_or_none(lengths), gates_array,
+                        hs_array, None, extra_array, reverse, reset_after)
+    return y_array, (h_n_array,), cache
+
+
+def gru_backward(dy, dstate_n, cache, grads):
+    """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`."""
+    cdef _Cache c = cache
+    if dy.dtype == np.float32:
+        return _gru_backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                    c.hs, c.extra, c.reverse, c.option, grads["w_ih"],
+                                    grads["w_hh"], grads["b_ih"], grads["b_hh"])
+    return _gru_backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                 c.hs, c.extra, c.reverse, c.option, grads["w_ih"],
+                                 grads["w_hh"], grads["b_ih"], grads["b_hh"])
+
+
+cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
+                         const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
+                         const floating[:, ::1] w_hh, const int64_t[::1] lengths,
+                         const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
+                         const floating[:, :, ::1] extra, bint reverse, bint reset_after,
+                         floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                         floating[::1] db_hh):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
+    cdef int rev = reverse
+    cdef int64_t rows = <int64_t>T * B
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products weights
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    dx_array = np.empty((T, B, D), dtype)
+    # reset_after: the r, z, hn gradients (what W_hh sees) and dn, the n gradient (what W_ih
+    # sees); otherwise the r, z, n gradients, which both see, and a per-step d(r * h_{t-1}).
+    dgates_array = np.empty((T, B, G), dtype)
+    dn_array = np.empty((T if reset_after else 1, B, H), dtype)
+    dh_array = np.empty((B, H), dtype)
+    cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array, dn = dn_array
+    cdef floating[:, ::1] dh = dh_array
+    cdef double[::1] dbias = np.zeros(G)
+    cdef double[::1] dbias_n = np.zeros(H)
+    cdef floating[::1] panels = _panels(G if reset_after else 2 * H, H, dtype)
+    cdef floating[::1] panels_n = None if reset_after else _panels(H, H, dtype)
+
+    init_work(&work, floating is double, T, B, H, G, reverse, reset_after, lengths_ptr(lengths))
+    if reset_after:
+        # per step: @ w_hh
+        set_operand(&work.step_b[0], G, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+    else:
+        # per step: @ w_hh[:2H] and, for d(r * h_{t-1}), @ w_hh[2H:]
+        set_operand(&work.step_b[0], 2 * H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+        set_operand(&work.step_b[1], H, H, &w_hh[2 * H, 0], H, False, panels_ptr(panels_n))
+    work.gates, work.hs = <void *>&gates[0, 0, 0], <void *>&hs[0, 0, 0]
+    work.extra = <void *>&extra[0, 0, 0]
+    work.dy = &dy[0, 0, 0]
+    work.dgates, work.dn, work.dh = &dgates[0, 0, 0], &dn[0, 0, 0], &dh[0, 0]
+    work.scratch = &dn[0, 0, 0]  # reset_after=False: drh, one step
+    init_products(&weights, floating is double)
+    if reset_after:
+        # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
+        product(&weights, False, False, T * B, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,
+                False, &dx[0, 0, 0], D)
+        product(&weights, False, False, T * B, D, H, &dn[0, 0, 0], H, &w_ih[2 * H, 0], D, True,
+                &dx[0, 0, 0], D)
+        # dw_ih[:2H] += dgates[..., :2H].T @ x; dw_ih[2H:] += dn.T @ x
+        product(&weights, True, False, 2 * H, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D,
+                True, &dw_ih[0, 0], D)
+        product(&weights, True, False, H, D, T * B, &dn[0, 0, 0], H, &x[0, 0, 0], D, True,
+                &dw_ih[2 * H, 0], D)
+        # dw_hh += dgates.T @ hs[rev:rev + T]
+        product(&weights, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+                True, &dw_hh[0, 0], H)
+        if db_ih is not None:
+            # dbias = dgates.sum((0, 1)); dbias_n = dn.sum((0, 1))
+            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
+            column_sum(&weights, rows, H, &dn[0, 0, 0], H, &dbias_n[0])
+    else:
+        # dx = dgates @ w_ih
+        product(&weights, False, False, T * B, D, G, &dgates[0, 0, 0], G, &w_ih[0, 0], D, False,
+                &dx[0, 0, 0], D)
+        # dw_ih += dgates.T @ x
+        product(&weights, True, False, G, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D, True,
+                &dw_ih[0, 0], D)
+        # dw_hh[:2H] += dgates[..., :2H].T @ hs[rev:rev + T]; dw_hh[2H:] += dgates[..., 2H:].T @ rh
+        product(&weights, True, False, 2 * H, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+                True, &dw_hh[0, 0], H)
+        product(&weights, True, False, H, H, T * B, &dgates[0, 0, 2 * H], G, &extra[0, 0, 0], H,
+                True, &dw_hh[2 * H, 0], H)
+        if db_ih is not None:
+            # dbias = dgates.sum((0, 1))
+            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
+
+    team_init(&team, _pass_begin(B, rows * G * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+        team_run(&team, gru_backward_part, &work)
+        team_run(&team, products_part, &weights)
+        if db_ih is not None:
+            # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
+            add_to(&db_hh[0], &dbias[0], G)
+            if reset_after:
+                add_to(&db_ih[0], &dbias[0], 2 * H)
+                add_to(&db_ih[2 * H], &dbias_n[0], H)
+            else:
+                add_to(&db_ih[0], &dbias[0], G)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    return dx_array, (dh_array,)
+
+
+# --- Elman RNN -------------------------------------------------------------------------------
+
+def rnn_forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
+    """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache); see _backends."""
+    w_hh = params["w_hh"]
+    relu = nonlinearity == "relu"
+    if x.dtype == np.float32:
+        return _rnn_forward[float](x, state0[0], params["w_ih"], w_hh, params["b_ih"],
+                                   params["b_hh"], lengths, reverse, relu)
+    return _rnn_forward[double](x, state0[0], params["w_ih"], w_hh, params["b_ih"],
+                                params["b_hh"], lengths, reverse, relu)
+
+
+cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                        const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                        const floating[::1] b_ih, const floating[::1] b_hh,
+                        const int64_t[::1] lengths, bint reverse, bint relu):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1]
+    cdef int rev = reverse
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products projection
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    # Kept for backward: the h sequence only, T*B*H values; the input projection of step t is
+    # computed into the slot that then receives h_t.
+    hs_array = np.empty((T + 1, B, H), dtype)
+    y_array = np.empty((T, B, H), dtype)
+    h_n_array = np.empty((B, H), dtype)
+    cdef floating[:, :, ::1] hs = hs_array, y = y_array
+    cdef floating[:, ::1] h_n = h_n_array
+    cdef floating[::1] panels = _panels(H, H, dtype)
+
+    init_work(&work, floating is double, T, B, H, H, reverse, relu, lengths_ptr(lengths))
+    # per step: @ w_hh.T
+    set_operand(&work.step_b[0], H, H, &w_hh[0, 0], H, True, panels_ptr(panels))
+    work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
+    work.hs, work.y = &hs[0, 0, 0], &y[0, 0, 0]
+    init_products(&projection, floating is double)
+    # hs[1 - rev:T + 1 - rev] = x @ w_ih.T   (the biases are added in the kernel)
+    product(&projection, False, True, T * B, H, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
+            &hs[1 - rev, 0, 0], H)
+
+    team_init(&team, _pass_begin(B, <int64_t>T * B * H * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        team_run(&team, products_part, &projection)
+        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+        team_run(&team, rnn_forward_part, &work)
+        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    cache = _make_cache(x.base, w_ih.base, w_hh.base, None, base_or_none(lengths), None,
+                        hs_array, None, None, reverse, relu)
+    return y_array, (h_n_array,), cache
+
+
+def rnn_backward(dy, dstate_n, cache, grads):
+    """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`."""
+    cdef _Cache c = cache
+    if dy.dtype == np.float32:
+        return _rnn_backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                    c.reverse, c.option, grads["w_ih"], grads["w_hh"],
+                                    grads["b_ih"], grads["b_hh"])
+    return _rnn_backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                 c.reverse, c.option, grads["w_ih"], grads["w_hh"],
+                                 grads["b_ih"], grads["b_hh"])
+
+
+cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
+                         const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
+                         const floating[:, ::1] w_hh, const int64_t[::1] lengths,
+                         const floating[:, :, ::1] hs, bint reverse, bint relu,
+                         floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                         floating[::1] db_hh):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2]
+    cdef int rev = reverse
+    cdef unsigned int fp_mode
+    cdef Work work
+    cdef Products weights
+    cdef Team team
+    dtype = np.float32 if floating is float else np.float64
+    dx_array = np.empty((T, B, D), dtype)
+    dpre_array = np.empty((T, B, H), dtype)
+    dh_array = np.empty((B, H), dtype)
+    cdef floating[:, :, ::1] dx = dx_array, dpre = dpre_array
+    cdef floating[:, ::1] dh = dh_array
+    cdef double[::1] dbias = np.zeros(H)
+    cdef floating[::1] panels = _panels(H, H, dtype)
+
+    init_work(&work, floating is double, T, B, H, H, reverse, relu, lengths_ptr(lengths))
+    # per step: @ w_hh
+    set_operand(&work.step_b[0], H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+    work.hs, work.dy = <void *>&hs[0, 0, 0], &dy[0, 0, 0]
+    work.dgates, work.dh = &dpre[0, 0, 0], &dh[0, 0]
+    init_products(&weights, floating is double)
+    # dx = dpre @ w_ih
+    product(&weights, False, False, T * B, D, H, &dpre[0, 0, 0], H, &w_ih[0, 0], D, False,
+            &dx[0, 0, 0], D)
+    # dw_ih += dpre.T @ x
+    product(&weights, True, False, H, D, T * B, &dpre[0, 0, 0], H, &x[0, 0, 0], D, True,
+            &dw_ih[0, 0], D)
+    # dw_hh += dpre.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
+    product(&weights, True, False, H, H, T * B, &dpre[0, 0, 0], H, &hs[rev, 0, 0], H, True,
+            &dw_hh[0, 0], H)
+    if db_ih is not None:
+        # dbias = dpre.sum((0, 1))
+        column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0])
+
+    team_init(&team, _pass_begin(B, <int64_t>T * B * H * (D + H)))
+    with nogil:
+        fp_mode = fp_mode_fast_enter()
+        pack_operands(&work)
+        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+        team_run(&team, rnn_backward_part, &work)
+        team_run(&team, products_part, &weights)
+        if db_ih is not None:
+            add_to(&db_ih[0], &dbias[0], H)
+            add_to(&db_hh[0], &dbias[0], H)
+        fp_mode_restore(fp_mode)
+    _pass_end()
+    team_free(&team)
+    return dx_array, (dh_array,)

@@ -1,0 +1,130 @@
+/* Per-step products on a packed right operand, written once for a scalar type (gates.c includes
+ * this file for float and for double, like gates_impl.h).
+ *
+ * A time loop multiplies by the same W_hh (or its transpose) at every step, a few dozen rows at
+ * a time. BLAS packs its operands on every call, which at so few rows costs about as much as
+ * the arithmetic. Here the right operand is packed once per pass (pack_panels) into panels of
+ * PANEL columns, each a contiguous (k, PANEL) block, zero-padded past n; matmul_packed streams
+ * through a panel while it holds a block of C (up to 8 rows by PANEL columns) in 16 vector
+ * registers. It is written with GCC vector extensions and compiled for AVX-512 (32 registers of
+ * 64 bytes), the only target it is tuned for: packed_matmul_supported() says whether the CPU
+ * runs it, and the caller uses BLAS when it does not.
+ */
+
+#define LANES ((int)(64 / sizeof(REAL)))
+#define PANEL (2 * LANES)
+
+size_t SFX(packed_size)(int k, int n) { return (size_t)((n + PANEL - 1) / PANEL) * PANEL * k; }
+
+void SFX(pack_panels)(int k, int n, const REAL *b, int ldb, int transposed, REAL *packed)
+{
+    for (int j0 = 0; j0 < n; j0 += PANEL) {
+        REAL *panel = packed + (size_t)j0 * k;
+        for (int p = 0; p < k; p++) {
+            for (int j = 0; j < PANEL; j++) {
+                const int col = j0 + j;
+                REAL value = 0;
+                if (col < n) value = transposed ? b[(size_t)col * ldb + p] : b[(size_t)p * ldb + col];
+                panel[(size_t)p * PANEL + j] = value;
+            }
+        }
+    }
+}
+
+#if FASTRNN_PACKED_MATMUL
+typedef REAL SFX(vec) __attribute__((vector_size(64)));
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline, target("avx512f,fma")))
+
+ALWAYS_INLINE SFX(vec) SFX(load)(const REAL *p)
+{
+    SFX(vec) v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+ALWAYS_INLINE void SFX(store)(REAL *p, SFX(vec) v) { memcpy(p, &v, sizeof v); }
+
+/* c[0:rows, 0:PANEL] (+)= a[0:rows, 0:k] . panel; `rows` is a constant once inlined, so the
+ * accumulators live in registers. */
+ALWAYS_INLINE void SFX(panel_block)(const int rows, int k, const REAL *restrict a, int lda,
+                                    const REAL *restrict panel, int accumulate, REAL *restrict c,
+                                    int ldc)
+{
+    SFX(vec) acc0[8], acc1[8];
+    for (int r = 0; r < rows; r++) {
+        if (accumulate) {
+            acc0[r] = SFX(load)(c + (size_t)r * ldc);
+            acc1[r] = SFX(load)(c + (size_t)r * ldc + LANES);
+        } else {
+            acc0[r] = (SFX(vec)){0};
+            acc1[r] = (SFX(vec)){0};
+        }
+    }
+    for (int p = 0; p < k; p++) {
+        const SFX(vec) b0 = SFX(load)(panel + (size_t)p * PANEL);
+        const SFX(vec) b1 = SFX(load)(panel + (size_t)p * PANEL + LANES);
+        for (int r = 0; r < rows; r++) {
+            const REAL ar = a[(size_t)r * lda + p];
+            acc0[r] += ar * b0;
+            acc1[r] += ar * b1;
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        SFX(store)(c + (size_t)r * ldc, acc0[r]);
+        SFX(store)(c + (size_t)r * ldc + LANES, acc1[r]);
+    }
+}
+
+/* C := A.B (+ C when accumulate), row-major, A (m, k), B (k, n) given packed by pack_panels. */
+__attribute__((target("avx512f,fma")))
+void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL *packed,
+                        int accumulate, REAL *c, int ldc)
+{
+    REAL tile[8 * PANEL]; /* C's block when the panel sticks out past column n */
+    for (int j0 = 0; j0 < n; j0 += PANEL) {
+        const REAL *panel = packed + (size_t)j0 * k;
+        const int cols = n - j0 < PANEL ? n - j0 : PANEL;
+        for (int i0 = 0; i0 < m; i0 += 8) {
+            const int rows = m - i0 < 8 ? m - i0 : 8;
+            const REAL *ab = a + (size_t)i0 * lda;
+            REAL *cb = c + (size_t)i0 * ldc + j0;
+            int ldcb = ldc;
+            if (cols < PANEL) {
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < PANEL; j++)
+                        tile[r * PANEL + j] = accumulate && j < cols ? cb[(size_t)r * ldc + j] : 0;
+                cb = tile;
+                ldcb = PANEL;
+            }
+            switch (rows) {
+            case 8: SFX(panel_block)(8, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 7: SFX(panel_block)(7, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 6: SFX(panel_block)(6, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 5: SFX(panel_block)(5, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 4: SFX(panel_block)(4, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 3: SFX(panel_block)(3, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            case 2: SFX(panel_block)(2, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            default: SFX(panel_block)(1, k, ab, lda, panel, accumulate, cb, ldcb); break;
+            }
+            if (cols < PANEL) {
+                REAL *cc = c + (size_t)i0 * ldc + j0;
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < cols; j++) cc[(size_t)r * ldc + j] = tile[r * PANEL + j];
+            }
+        }
+    }
+}
+#undef ALWAYS_INLINE
+#else
+void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL *packed,
+                        int accumulate, REAL *c, int ldc)
+{
+    /* never called: packed_matmul_supported() is 0 on this build */
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)packed, (void)accumulate, (void)c,
+        (void)ldc;
+}
+#endif
+
+#undef LANES
+#undef PANEL

@@ -1,0 +1,258 @@
+"""The compiled kernels (fastrnn._kernels), called directly through the cell contract of
+fastrnn/_backends.py: parity with the NumPy reference for every cell and option, threads, the GIL,
+the floating-point mode, and untouched inputs."""
+import ctypes
+import importlib.machinery
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+# Imported directly, without importorskip: a broken build must fail here, not skip.
+from fastrnn import _kernels
+from fastrnn.reference import gru, lstm, rnn
+
+REFERENCE = {"rnn": rnn, "lstm": lstm, "gru": gru}
+GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+STATES = {"rnn": 1, "lstm": 2, "gru": 1}
+
+# name -> (cell, forward options, peephole)
+CASES = {
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, False),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, False),
+    "lstm": ("lstm", {}, False),
+    "lstm_peephole": ("lstm", {}, True),
+    "gru_reset_after": ("gru", {"reset_after": True}, False),
+    "gru_reset_before": ("gru", {"reset_after": False}, False),
+}
+
+# Parity tolerance per dtype: relative, and the same fraction of each array's largest entry as
+# absolute tolerance, for entries near zero (sums that cancel, gates near 0).
+TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
+
+# (T, B, D, H, lengths, reverse, bias): odd sizes, B = 1, T = 1, H = 1, unsorted lengths
+# including 1 and T, both directions, with and without biases.
+SHAPES = {
+    "H7": (5, 3, 4, 7, None, False, True),
+    "H7_lengths_reverse": (5, 3, 4, 7, (3, 1, 5), True, True),
+    "H7_lengths_no_bias": (5, 4, 3, 7, (2, 5, 1, 4), False, False),
+    "T1_H1_reverse": (1, 2, 3, 1, None, True, True),
+    "B1_H33": (6, 1, 2, 33, None, False, True),
+    "H33_lengths_reverse": (4, 2, 6, 33, (4, 1), True, True),
+}
+
+
+def make_problem(case, rng, dtype, T, B, D, H, bias=True, scale=0.5):
+    """Inputs, upstream gradients and nonzero starting grads for one cell call, all random."""
+    cell, _, peephole = CASES[case]
+    G = GATES[cell]
+    params = {
+        "w_ih": rng.uniform(-scale, scale, (G * H, D)).astype(dtype),
+        "w_hh": rng.uniform(-scale, scale, (G * H, H)).astype(dtype),
+        "b_ih": rng.uniform(-scale, scale, G * H).astype(dtype) if bias else None,
+        "b_hh": rng.uniform(-scale, scale, G * H).astype(dtype) if bias else None,
+    }
+    if cell == "lstm":
+        params["w_peep"] = rng.uniform(-scale, scale, (3, H)).astype(dtype) if peephole else None
+    return {
+        "x": rng.standard_normal((T, B, D)).astype(dtype),
+        "state0": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(STATES[cell])),
+        "params": params,
+        "dy": rng.standard_normal((T, B, H)).astype(dtype),
+        "dstate_n": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(STATES[cell])),
+        "grads": {k: None if p is None else rng.standard_normal(p.shape).astype(dtype)
+                  for k, p in params.items()},
+    }
+
+
+def as_lengths(lengths):
+    return None if lengths is None else np.array(lengths, dtype=np.int64)
+
+
+def run_cell(backend, case, problem, lengths, reverse):
+    """Forward then backward through `backend` ("cython" or "reference"): every result by name."""
+    cell, options, _ = CASES[case]
+    if backend == "cython":
+        forward, backward = getattr(_kernels, f"{cell}_forward"), getattr(_kernels, f"{cell}_backward")
+    else:
+        forward, backward = REFERENCE[cell].forward, REFERENCE[cell].backward
+    x, state0, params = problem["x"], problem["state0"], problem["params"]
+    y, state_n, cache = forward(x, state0, params, lengths, reverse, **options)
+    grads = {k: None if g is None else g.copy() for k, g in problem["grads"].items()}
+    dx, dstate0 = backward(problem["dy"], problem["dstate_n"], cache, grads)
+    results = {"y": y, "dx": dx}
+    results.update({f"state_n[{i}]": s for i, s in enumerate(state_n)})
+    results.update({f"dstate0[{i}]": d for i, d in enumerate(dstate0)})
+    results.update({f"grads[{k}]": g for k, g in grads.items() if g is not None})
+    return results
+
+
+def assert_parity(actual, desired, dtype):
+    assert actual.keys() == desired.keys()
+    tol = TOLERANCE[dtype]
+    for name in desired:
+        assert actual[name].dtype == dtype, name
+        scale = np.abs(desired[name]).max()
+        assert_allclose(actual[name], desired[name], rtol=tol, atol=tol * scale, err_msg=name)
+
+
+@pytest.fixture(params=["packed", "blas"])
+def step_products(request):
+    """Per-step products in matmul_packed (AVX-512 CPUs) or in BLAS, for the test's duration."""
+    if request.param == "packed" and not _kernels._packed_products_supported():
+        pytest.skip("this CPU has no AVX-512: per-step products always use BLAS")
+    previous = _kernels._use_packed_products(request.param == "packed")
+    yield request.param
+    _kernels._use_packed_products(previous)
+
+
+def test_extension_is_compiled():
+    assert _kernels.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    for cell in REFERENCE:
+        assert callable(getattr(_kernels, f"{cell}_forward"))
+        assert callable(getattr(_kernels, f"{cell}_backward"))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference(case, shape, dtype, step_products):
+    T, B, D, H, lengths, reverse, bias = SHAPES[shape]
+    problem = make_problem(case, np.random.default_rng(7), dtype, T, B, D, H, bias)
+    lengths = as_lengths(lengths)
+    assert_parity(
+        run_cell("cython", case, problem, lengths, reverse),
+        run_cell("reference", case, problem, lengths, reverse),
+        dtype,
+    )
+
+
+# Large enough for a pass to split its batch among threads (MIN_ROWS rows each, PARALLEL_MACS
+# multiply-adds in all, see _kernels.pyx), with 16 rows per thread: two blocks of matmul_packed.
+THREADED = {"rnn": (30, 32, 64, 256), "lstm": (26, 32, 64, 128), "gru": (34, 32, 64, 128)}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_reference_when_split_among_threads(case, step_products):
+    T, B, D, H = THREADED[CASES[case][0]]
+    rng = np.random.default_rng(11)
+    problem = make_problem(case, rng, np.float64, T, B, D, H, scale=1 / np.sqrt(H))
+    lengths = rng.integers(1, T + 1, B)  # reverse with lengths: the most index arithmetic
+    assert_parity(
+        run_cell("cython", case, problem, lengths, True),
+        run_cell("reference", case, problem, lengths, True),
+        np.float64,
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CASES)
+def test_saturated_gates_give_the_reference_outputs(case, dtype):
+    # Weights of ±20 drive the gates to 0 and 1, where subnormal numbers arise (the kernels flush
+    # them to zero: differences below the smallest normal number). The outputs keep parity; the
+    # gradients through saturated units are ill-conditioned (one ulp of tanh(x) ≈ ±1 changes
+    # 1 - tanh² entirely), so of those only finiteness is checked.
+    problem = make_problem(case, np.random.default_rng(3), dtype, 8, 4, 5, 6, scale=20.0)
+    lengths = as_lengths((8, 2, 5, 1))
+    actual = run_cell("cython", case, problem, lengths, False)
+    desired = run_cell("reference", case, problem, lengths, False)
+    outputs = [name for name in desired if name == "y" or name.startswith("state_n")]
+    assert_parity({n: actual[n] for n in outputs}, {n: desired[n] for n in outputs}, dtype)
+    for name, array in actual.items():
+        assert np.all(np.isfinite(array)), name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_inputs_are_not_modified(case):
+    problem = make_problem(case, np.random.default_rng(5), np.float32, 5, 3, 4, 7)
+    lengths = as_lengths((2, 5, 4))
+    inputs = {"x": problem["x"], "dy": problem["dy"], "lengths": lengths}
+    inputs.update({f"state0[{i}]": s for i, s in enumerate(problem["state0"])})
+    inputs.update({f"dstate_n[{i}]": d for i, d in enumerate(problem["dstate_n"])})
+    inputs.update({f"params[{k}]": p for k, p in problem["params"].items() if p is not None})
+    originals = {name: array.copy() for name, array in inputs.items()}
+    for array in inputs.values():
+        array.flags.writeable = False  # read-only inputs are accepted, too
+    run_cell("cython", case, problem, lengths, True)
+    for name, array in inputs.items():
+        assert_array_equal(array, originals[name], err_msg=name)
+
+
+def test_returned_arrays_are_not_reused_by_later_calls():
+    problems = [make_problem("lstm", np.random.default_rng(seed), np.float64, 4, 3, 5, 6) for seed in (2, 9)]
+    first = run_cell("cython", "lstm", problems[0], None, False)
+    kept = {name: array.copy() for name, array in first.items()}
+    run_cell("cython", "lstm", problems[1], None, False)
+    for name in kept:
+        assert_array_equal(first[name], kept[name], err_msg=name)
+
+
+def long_problem(seed):
+    """An LSTM call of a few hundred milliseconds."""
+    return make_problem("lstm", np.random.default_rng(seed), np.float64, 100, 64, 128, 128, scale=0.1)
+
+
+def test_kernel_call_releases_the_gil():
+    problem = make_problem("lstm", np.random.default_rng(6), np.float64, 200, 64, 128, 128, scale=0.1)
+    inside = threading.Event()
+
+    def call():  # one C call of several tenths of a second
+        inside.set()
+        _kernels.lstm_forward(problem["x"], problem["state0"], problem["params"], None, False)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    inside.wait()
+    # Python work of a few tens of milliseconds: had the worker kept the GIL through its call,
+    # this loop could only finish after the call.
+    for _ in range(1_000_000):
+        pass
+    assert worker.is_alive()
+    worker.join()
+
+
+def test_concurrent_calls_give_the_sequential_results():
+    calls = [(long_problem(4), False), (long_problem(8), True)]  # (problem, reverse)
+    sequential = [run_cell("cython", "lstm", problem, None, reverse) for problem, reverse in calls]
+    concurrent = [None] * len(calls)
+    barrier = threading.Barrier(len(calls))
+
+    def call(i):
+        barrier.wait()
+        concurrent[i] = run_cell("cython", "lstm", calls[i][0], None, calls[i][1])
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for expected, actual in zip(sequential, concurrent):
+        for name in expected:
+            assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def test_floating_point_mode_of_the_caller_is_restored():
+    # The kernels flush subnormals to zero during a pass (in every thread of it: this problem is
+    # split among threads and saturates the gates); afterwards the caller's arithmetic must still
+    # produce them.
+    T, B, D, H = THREADED["lstm"]
+    problem = make_problem("lstm", np.random.default_rng(1), np.float32, T, B, D, H, scale=20.0)
+    run_cell("cython", "lstm", problem, None, False)
+    assert np.float32(1e-39) * np.float32(1) != 0
+    assert np.finfo(np.float64).tiny / 2 > 0
+
+
+def test_blas_thread_setting_of_the_caller_is_restored():
+    functions = _kernels._openblas_thread_functions()
+    if functions is None:
+        pytest.skip("scipy's BLAS is not OpenBLAS: no thread setting to restore")
+    set_threads = ctypes.CFUNCTYPE(None, ctypes.c_int)(functions[0])
+    get_threads = ctypes.CFUNCTYPE(ctypes.c_int)(functions[1])
+    before = get_threads()
+    try:
+        set_threads(3)  # a pass runs BLAS single-threaded, then hands this back
+        run_cell("cython", "lstm", long_problem(4), None, False)
+        assert get_threads() == 3
+    finally:
+        set_threads(before)
