@@ -10,7 +10,8 @@ import warnings
 import numpy as np
 
 from . import _backends
-from ._checks import check_dtype, float_array, load_arrays, positive_int
+from ._checks import float_array, positive_int
+from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
 _PARAM_PREFIX = {
@@ -22,7 +23,7 @@ _PARAM_PREFIX = {
 }
 
 
-class RecurrentLayer:
+class RecurrentLayer(Module):
     """A stack of recurrent layers over one cell type; see SPEC §3 for the public contract.
 
     Subclasses set `cell` (the backend cell name), `num_gates` (G) and `state_names`.
@@ -60,16 +61,14 @@ class RecurrentLayer:
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
             )
-        self.dtype = check_dtype(dtype)
+        super().__init__(dtype)
         self.backend = _backends.resolve_backend(backend)
         self._cell_options = cell_options
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.training = True
-        self._cache = None
 
         self.num_directions = 2 if self.bidirectional else 1
-        self.params, self.grads = {}, {}
         # For each (layer, direction): the kernels' short names -> this layer's arrays.
         self._unit_params, self._unit_grads = [], []
         bound = 1.0 / np.sqrt(self.hidden_size)
@@ -88,8 +87,7 @@ class RecurrentLayer:
                     name = _PARAM_PREFIX[short] + suffix
                     # Drawn in float64 so a float32 and a float64 layer of one seed agree.
                     weights = self._rng.uniform(-bound, bound, size=shape)
-                    self.params[name] = unit_params[short] = weights.astype(self.dtype)
-                    self.grads[name] = unit_grads[short] = np.zeros(shape, self.dtype)
+                    unit_params[short], unit_grads[short] = self._add_param(name, weights)
                 for short in ("b_ih", "b_hh", "w_peep"):
                     unit_params.setdefault(short, None)
                     unit_grads.setdefault(short, None)
@@ -107,19 +105,6 @@ class RecurrentLayer:
         """Evaluation mode (no dropout); returns self."""
         return self.train(False)
 
-    def zero_grad(self):
-        """Set every gradient in `grads` to zero, in place."""
-        for grad in self.grads.values():
-            grad.fill(0)
-
-    def state_dict(self):
-        """Copies of the parameters, under PyTorch's names."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy parameters from a dict of arrays with PyTorch's names and shapes, in place."""
-        load_arrays("state_dict", self.params, state_dict)
-
     def __repr__(self):
         options = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
@@ -136,9 +121,6 @@ class RecurrentLayer:
         return f"{type(self).__name__}({', '.join(options)})"
 
     # -- forward and backward -----------------------------------------------------------
-
-    def __call__(self, x, state=None, lengths=None):
-        return self.forward(x, state, lengths)
 
     def forward(self, x, state=None, lengths=None):
         """Run the stack over `x`; returns `(y, state_n)` (SPEC §3)."""
@@ -187,9 +169,8 @@ class RecurrentLayer:
 
     def backward(self, dy, dstate=None):
         """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
-        if self._cache is None:
-            raise RuntimeError("backward needs a preceding forward call (each forward allows one backward)")
-        layer_caches, masks, batch, y_shape = self._cache
+        # Each forward allows one backward: the kernels may reuse their caches' buffers.
+        layer_caches, masks, batch, y_shape = self._cached()
         expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
         if self.batch_first:

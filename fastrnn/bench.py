@@ -98,6 +98,12 @@ def _calls_per_round(fn, budget):
     return max(1, min(200, int(budget / max(elapsed, 1e-6))))
 
 
+# OpenBLAS and OpenMP worker threads keep spinning on a core for up to ~0.1 s after a call
+# returns; the next implementation timed would lose that core. Each block of calls starts after
+# this pause and one untimed call.
+SETTLE_SECONDS = 0.15
+
+
 def measure(passes, rounds, budget):
     """Interleaved timing: per round, each pass runs its calls back to back; returns, per pass,
     the list of per-round medians in seconds."""
@@ -105,6 +111,8 @@ def measure(passes, rounds, budget):
     medians = {name: [] for name in passes}
     for _ in range(rounds):
         for name, fn in passes.items():
+            time.sleep(SETTLE_SECONDS)
+            fn()
             times = [_seconds(fn) for _ in range(counts[name])]
             medians[name].append(float(np.median(times)))
     return medians

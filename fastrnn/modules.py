@@ -6,7 +6,8 @@ updated in place, and any number of leading dimensions is accepted.
 """
 import numpy as np
 
-from fastrnn._checks import check_dtype, float_array, load_arrays, positive_int
+from ._checks import float_array, positive_int
+from ._module import Module
 
 __all__ = ["Linear", "Embedding"]
 
@@ -19,46 +20,7 @@ def integer_array(name, value):
     return array
 
 
-class _Module:
-    """What Linear and Embedding share: the params/grads dicts and their (de)serialisation."""
-
-    def __init__(self, dtype):
-        self.dtype = check_dtype(dtype)
-        self.params = {}
-        self.grads = {}
-        self._cache = None
-
-    def _add_param(self, name, value):
-        self.params[name] = np.ascontiguousarray(value, dtype=self.dtype)
-        self.grads[name] = np.zeros_like(self.params[name])
-
-    def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
-
-    def _cached(self):
-        if self._cache is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called without a preceding forward")
-        return self._cache
-
-    def zero_grad(self):
-        """Set every gradient to zero in place (dicts built from `grads` stay valid)."""
-        for grad in self.grads.values():
-            grad.fill(0)
-
-    def state_dict(self):
-        """Copies of the parameters, by name."""
-        return {name: value.copy() for name, value in self.params.items()}
-
-    def load_state_dict(self, state_dict):
-        """Copy `state_dict`'s arrays into the parameters in place, after checking every one.
-
-        Raises KeyError for a missing or unexpected name and ValueError/TypeError for a wrong
-        shape or a non-float array, naming the entry; nothing changes when any entry is wrong.
-        """
-        load_arrays("state_dict", self.params, state_dict)
-
-
-class Linear(_Module):
+class Linear(Module):
     """y = x @ weight.T + bias over the last axis of x: (..., in_features) -> (..., out_features).
 
     Parameters `weight` (out_features, in_features) and, with bias=True, `bias` (out_features,),
@@ -107,7 +69,7 @@ class Linear(_Module):
         return (dy_rows @ self.params["weight"]).reshape(x_shape)
 
 
-class Embedding(_Module):
+class Embedding(Module):
     """Row lookup: integer indices (...) -> weight[indices] (..., embedding_dim).
 
     Parameter `weight` (num_embeddings, embedding_dim) drawn from N(0, 1) as torch.nn.Embedding

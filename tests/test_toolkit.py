@@ -217,7 +217,7 @@ def test_linear_rejects_dy_of_wrong_shape():
 
 @pytest.mark.parametrize("layer", [Linear(3, 2, seed=0), Embedding(4, 2, seed=0)])
 def test_backward_without_forward_is_runtime_error(layer):
-    with pytest.raises(RuntimeError, match="without a preceding forward"):
+    with pytest.raises(RuntimeError, match="backward needs a preceding forward call"):
         layer.backward(np.zeros((1, 2)))
 
 
