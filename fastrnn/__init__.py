@@ -6,7 +6,7 @@ that reads like the equations; both compute SPEC §2 with PyTorch's weight names
 from . import losses, optim
 from ._backends import available_backends
 from .clip import clip_grad_norm
-from .gradcheck import gradcheck
+from ._gradcheck import gradcheck, numerical_gradient
 from .layers import GRU, LSTM, RNN
 from .modules import Embedding, Linear
 
@@ -14,5 +14,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "gradcheck",
-    "available_backends",
+    "numerical_gradient", "available_backends",
 ]

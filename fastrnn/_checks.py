@@ -23,7 +23,7 @@ def float_array(name, value, dtype, shape=None, copy=False):
     size) a ValueError, both naming `name`. Without `copy` the result may share memory with
     `value`; with it, it never does (for arrays kept past the call).
     """
-    array = np.asarray(value)
+    array = as_array(name, value)
     if array.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array, got dtype {array.dtype}")
     if shape is not None:
@@ -37,6 +37,25 @@ def float_array(name, value, dtype, shape=None, copy=False):
     if copy:
         return np.array(array, dtype=dtype, order="C", copy=True)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def as_array(name, value):
+    """np.asarray(value), with a ValueError naming `name` for ragged nested sequences."""
+    try:
+        return np.asarray(value)
+    except ValueError as error:
+        raise ValueError(f"{name} must be a rectangular array: {error}") from None
+
+
+def random_generator(seed):
+    """A np.random.Generator from `seed`: None, an int >= 0 or a Generator (used as it is)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise TypeError(f"seed must be None, an int or a numpy.random.Generator, got {type(seed).__name__}")
+    if seed is not None and seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return np.random.default_rng(seed)
 
 
 def positive_int(name, value):

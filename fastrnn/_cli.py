@@ -40,7 +40,7 @@ def add_backend_arguments(parser, seed_help):
         help="cell kernels: 'cython' (compiled), 'reference' (pure NumPy) or 'auto' (cython when "
              "built, else reference with a note) (default: %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help=f"{seed_help} (default: %(default)s)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
     parser.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from . import _backends
-from ._checks import float_array, positive_int
+from ._checks import as_array, float_array, positive_int, random_generator
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -65,7 +65,7 @@ class RecurrentLayer(Module):
         self.backend = _backends.resolve_backend(backend)
         self._cell_options = cell_options
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
-        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        self._rng = random_generator(seed)
         self.training = True
 
         self.num_directions = 2 if self.bidirectional else 1
@@ -245,7 +245,7 @@ def _check_lengths(lengths, steps, batch):
     """None or an int64 (B,) array with 1 <= lengths[b] <= T; None when every length is T."""
     if lengths is None:
         return None
-    array = np.asarray(lengths)
+    array = as_array("lengths", lengths)
     if array.dtype.kind not in "iu":
         raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
     if array.shape != (batch,):

@@ -4,22 +4,47 @@ import numpy as np
 from ._checks import check_dtype, load_arrays
 
 
+class ArrayDict(dict):
+    """A dict of a layer's arrays: entries are updated in place, never replaced or removed.
+
+    The kernels hold these very arrays, so a replaced entry would be silently ignored. In-place
+    operators work (`grads[k] += g` stores back the same array); write into an array with
+    `d[k][...] = value`, or use `load_state_dict`.
+    """
+
+    def __setitem__(self, key, value):
+        if key in self and value is self[key]:
+            return
+        raise TypeError(
+            f"{key!r} cannot be replaced: the layer keeps its own arrays; write into it "
+            f"with d[{key!r}][...] = value, or use load_state_dict"
+        )
+
+    def _read_only(self, *args, **kwargs):
+        raise TypeError("the entries of a layer's params/grads cannot be added, replaced or removed")
+
+    __delitem__ = update = pop = popitem = clear = setdefault = __ior__ = _read_only
+
+
 class Module:
-    """Base of the layers. `params` and `grads` are dicts of arrays that are only ever updated in
-    place, so dicts merged from them (`optim.merge`) stay valid; `forward` keeps in `_cache`
-    what `backward` needs."""
+    """Base of the layers; `forward` keeps in `_cache` what `backward` needs.
+
+    `params` and `grads` are ArrayDicts: their arrays are only ever updated in place, so dicts
+    merged from them by `optim.merge` stay valid.
+    """
 
     def __init__(self, dtype):
         self.dtype = check_dtype(dtype)
-        self.params = {}
-        self.grads = {}
+        self.params, self.grads = ArrayDict(), ArrayDict()
         self._cache = None
 
     def _add_param(self, name, value):
         """Register parameter `name` with initial `value` and a zero gradient; returns both."""
-        self.params[name] = np.ascontiguousarray(value, dtype=self.dtype)
-        self.grads[name] = np.zeros_like(self.params[name])
-        return self.params[name], self.grads[name]
+        param = np.ascontiguousarray(value, dtype=self.dtype)
+        grad = np.zeros_like(param)
+        dict.__setitem__(self.params, name, param)
+        dict.__setitem__(self.grads, name, grad)
+        return param, grad
 
     def _cached(self):
         """The cache of the last forward, for backward; RuntimeError without one."""

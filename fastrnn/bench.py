@@ -5,27 +5,49 @@ repeats interleaved (cython, reference, torch, cython, ...) so that a slow spell
 machine hits all of them alike. Each cell of the table is the median over rounds of the per-round
 median time; `spread` is the largest over the smallest per-round median of the cython rows.
 """
-import json
 import os
 import platform
 import time
 
+import argparse
+
 import numpy as np
 
 import fastrnn
+from ._cli import positive_int, write_json
 
 SHAPES = [(50, 1, 32, 32), (50, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256), (50, 64, 512, 512)]
 CELLS = {"lstm": (fastrnn.LSTM, 4), "gru": (fastrnn.GRU, 3), "rnn": (fastrnn.RNN, 1)}
 MODES = ("forward", "forward+backward")
 
 
+def shape_list(text):
+    """argparse type: semicolon-separated shapes of four positive integers T,B,D,H."""
+    try:
+        shapes = [tuple(int(v) for v in item.split(",")) for item in text.split(";") if item.strip()]
+    except ValueError:
+        shapes = []
+    if not shapes or any(len(shape) != 4 or min(shape) < 1 for shape in shapes):
+        raise argparse.ArgumentTypeError(f"expected T,B,D,H[;T,B,D,H...] of positive integers, got {text!r}")
+    return shapes
+
+
+def cell_list(text):
+    """argparse type: a comma-separated list of cell names."""
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    if not cells or any(cell not in CELLS for cell in cells):
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(CELLS)}, got {text!r}")
+    return cells
+
+
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="short run: fewer rounds and calls per round (noisier figures)")
-    parser.add_argument("--cells", default="lstm,gru,rnn", help="comma-separated cells (default: %(default)s)")
-    parser.add_argument("--shapes", default=None,
+    parser.add_argument("--cells", type=cell_list, default=list(CELLS),
+                        help="comma-separated cells (default: lstm,gru,rnn)")
+    parser.add_argument("--shapes", type=shape_list, default=SHAPES,
                         help="semicolon-separated T,B,D,H shapes (default: the five shapes of SPEC §7)")
-    parser.add_argument("--rounds", type=int, default=None,
+    parser.add_argument("--rounds", type=positive_int, default=None,
                         help="interleaved rounds per measurement (default: 7, or 3 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     parser.add_argument("--no-reference", action="store_true", help="leave the NumPy reference out")
@@ -132,12 +154,7 @@ def blas_info():
 
 
 def run(args):
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    for cell in cells:
-        if cell not in CELLS:
-            raise SystemExit(f"bench: unknown cell {cell!r} (choose from {', '.join(CELLS)})")
-    shapes = SHAPES if args.shapes is None else [
-        tuple(int(v) for v in item.split(",")) for item in args.shapes.split(";")]
+    cells, shapes = args.cells, args.shapes
     rounds = args.rounds or (3 if args.quick else 7)
     budget = 0.05 if args.quick else 0.2
     backends = fastrnn.available_backends()
@@ -193,9 +210,10 @@ def run(args):
                 print(_format_row(row), flush=True)
 
     if args.json:
-        with open(args.json, "w") as stream:
-            json.dump({"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
-                       "torch": getattr(torch, "__version__", None), "results": results}, stream, indent=1)
+        summary = {"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
+                   "torch": getattr(torch, "__version__", None), "results": results}
+        if not write_json(args.json, summary, "bench"):
+            return 2
         print(f"wrote {args.json}")
     return 0
 

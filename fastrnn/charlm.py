@@ -41,6 +41,7 @@ FORMAT = "fastrnn-charlm-1"
 CELLS = {"lstm": LSTM, "gru": GRU}
 ARCHITECTURE_DEFAULTS = {"cell": "lstm", "layers": 1, "hidden": 256, "embed": 32}
 DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.05}
+DEFAULT_STEPS = 800
 DTYPE = np.float32
 
 DESCRIPTION = f"""\
@@ -57,7 +58,8 @@ under sysconfig.get_paths()["stdlib"], concatenated in that order; nothing is do
 
 examples:
   python -m fastrnn charlm --save model.npz          # about two minutes with the cython backend
-  python -m fastrnn charlm --load model.npz --steps 0 --sample 500 --prime "def "
+  python -m fastrnn charlm --load model.npz --sample 500 --prime "def "
+  python -m fastrnn charlm --load model.npz --steps 400 --save model.npz   # resume training
   python -m fastrnn charlm my_text.txt --cell gru --layers 2 --minutes 10"""
 
 
@@ -87,9 +89,10 @@ def add_arguments(parser):
     model.add_argument("--embed", type=positive_int, metavar="E",
                        help=f"character embedding size (default: {default['embed']})")
     training = parser.add_argument_group("training")
-    training.add_argument("--steps", type=non_negative_int, default=800, metavar="N",
+    training.add_argument("--steps", type=non_negative_int, metavar="N",
                           help="training steps, each one chunk of every stream; 0: no training, only "
-                               "evaluation and sampling (default: %(default)s)")
+                               f"evaluation and sampling (default: {DEFAULT_STEPS}, or 0 with --load: "
+                               "give --steps to resume training)")
     training.add_argument("--minutes", type=positive_float, metavar="M",
                           help="also stop training after this many minutes of wall time")
     training.add_argument("--bptt", type=positive_int, default=64, metavar="T",
@@ -345,6 +348,8 @@ def run(args):
 
 
 def _run(args):
+    if args.steps is None:
+        args.steps = 0 if args.load else DEFAULT_STEPS
     backend = choose_backend(args.backend, "charlm")
     if backend is None:
         return 2
@@ -418,7 +423,7 @@ def restore(model, optimizer, checkpoint, args):
         except (KeyError, ValueError, TypeError) as error:
             message = error.args[0] if error.args else error
             raise CharLMError(f"checkpoint {args.load} has a damaged optimizer state: {message}") from None
-    elif checkpoint["optim"] and args.steps > 0:
+    elif checkpoint["optim"]:
         print(f"fastrnn charlm: note: the checkpoint holds {checkpoint['optim_name']} state; "
               f"--optim {args.optim} starts afresh", file=sys.stderr)
     return checkpoint["step"]

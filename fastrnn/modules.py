@@ -6,7 +6,7 @@ updated in place, and any number of leading dimensions is accepted.
 """
 import numpy as np
 
-from ._checks import float_array, positive_int
+from ._checks import as_array, float_array, positive_int, random_generator
 from ._module import Module
 
 __all__ = ["Linear", "Embedding"]
@@ -14,7 +14,7 @@ __all__ = ["Linear", "Embedding"]
 
 def integer_array(name, value):
     """`value` as an integer array; anything else (floats, bools) is a TypeError naming `name`."""
-    array = np.asarray(value)
+    array = as_array(name, value)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")
     return array
@@ -32,7 +32,7 @@ class Linear(Module):
         super().__init__(dtype)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
-        rng = np.random.default_rng(seed)
+        rng = random_generator(seed)
         bound = 1.0 / np.sqrt(self.in_features)
         self._add_param("weight", rng.uniform(-bound, bound, (self.out_features, self.in_features)))
         if bias:
@@ -81,7 +81,7 @@ class Embedding(Module):
         super().__init__(dtype)
         self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = positive_int("embedding_dim", embedding_dim)
-        rng = np.random.default_rng(seed)
+        rng = random_generator(seed)
         self._add_param("weight", rng.standard_normal((self.num_embeddings, self.embedding_dim)))
 
     def __repr__(self):

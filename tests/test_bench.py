@@ -38,3 +38,10 @@ def test_bench_help_lists_every_option():
     result = run_cli("bench", "--help")
     for option in ("--quick", "--json", "--cells", "--shapes", "--rounds", "--no-torch", "--no-reference"):
         assert option in result.stdout
+
+
+def test_bench_rejects_bad_options_with_a_usage_error():
+    for option, value in (("--shapes", "3,2"), ("--rounds", "-1"), ("--cells", "lstm,tcn")):
+        result = run_cli("bench", option, value)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, (option, result.stderr)
+        assert f"argument {option}" in result.stderr

@@ -173,7 +173,7 @@ def test_charlm_checkpoint_is_plain_arrays(trained, corpus):
 
 def test_charlm_loaded_checkpoint_samples_what_training_sampled(trained):
     _, ckpt, summary = trained
-    result = run_cli("charlm", "--load", ckpt, "--steps", 0, "--sample", 60, "--prime", "def ", "--seed", 5,
+    result = run_cli("charlm", "--load", ckpt, "--sample", 60, "--prime", "def ", "--seed", 5,
                      "--backend", "reference")
     assert result.returncode == 0, result.stderr
     assert sample_of(result.stdout) == summary["sample"]
@@ -314,3 +314,11 @@ def test_no_command_is_a_usage_error():
     result = run_cli()
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "charlm"])
+def test_negative_seed_is_a_usage_error(command):
+    result = run_cli(command, "--seed", "-1", "--backend", "reference")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--seed: must be an integer >= 0, got -1" in result.stderr

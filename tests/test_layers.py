@@ -4,7 +4,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastrnn
-from fastrnn.gradcheck import gradcheck
+from fastrnn import gradcheck
 
 BACKENDS = fastrnn.available_backends()
 CELLS = {
@@ -61,7 +61,8 @@ def test_stacked_bidirectional_gradients_match_finite_differences(cell, backend)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_chunks_with_carried_state_equal_one_pass(cell, backend):
-    """Truncated BPTT: forward two chunks carrying state, backward them carrying dstate."""
+    """Chunks carrying state forward (truncated BPTT's loop) and, re-running chunk 1's forward,
+    dstate back: together exactly one full pass."""
     rng = np.random.default_rng(2)
     full = make(cell, num_layers=2, bidirectional=False, dtype=np.float64, backend=backend, seed=3)
     chunked = make(cell, num_layers=2, bidirectional=False, dtype=np.float64, backend=backend, seed=3)
@@ -204,23 +205,41 @@ def test_lengths_zero_padded_outputs_and_state_at_each_last_step(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_inputs_are_not_modified_and_outputs_are_not_overwritten(backend):
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+def test_inputs_are_not_modified_and_outputs_are_not_overwritten(cell, bidirectional, backend):
     rng = np.random.default_rng(9)
-    layer = make("gru", num_layers=2, bidirectional=True, backend=backend, seed=0)
+    layer = make(cell, num_layers=1, bidirectional=bidirectional, backend=backend, seed=0)
+    dirs = layer.num_directions
     x = rng.standard_normal((4, 2, 3)).astype(np.float32)
-    h0 = rng.standard_normal((4, 2, 4)).astype(np.float32)
-    dy = rng.standard_normal((4, 2, 8)).astype(np.float32)
-    dh = rng.standard_normal((4, 2, 4)).astype(np.float32)
-    copies = [a.copy() for a in (x, h0, dy, dh)]
-    y, h = layer(x, h0)
-    dx, dh0 = layer.backward(dy, dh)
-    for original, copy in zip((x, h0, dy, dh), copies):
+    state = random_state(layer, 2, rng)
+    dy = rng.standard_normal((4, 2, 4 * dirs)).astype(np.float32)
+    dstate = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in as_tuple(state))
+    dstate = dstate if len(dstate) > 1 else dstate[0]
+    inputs = (x, *as_tuple(state), dy, *as_tuple(dstate))
+    copies = [a.copy() for a in inputs]
+    y, state_n = layer(x, state)
+    dx, dstate0 = layer.backward(dy, dstate)
+    for original, copy in zip(inputs, copies):
         assert_array_equal(original, copy)
-    kept = [a.copy() for a in (y, h, dx, dh0)]
-    layer(x * 2, h0 * 2)
-    layer.backward(dy * 2, dh * 2)
-    for returned, copy in zip((y, h, dx, dh0), kept):
-        assert_array_equal(returned, copy)
+    returned = (y, *as_tuple(state_n), dx, *as_tuple(dstate0))
+    kept = [a.copy() for a in returned]
+    layer(x * 2, tuple(s * 2 for s in as_tuple(state)) if len(as_tuple(state)) > 1 else state * 2)
+    layer.backward(dy * 2, tuple(d * 2 for d in as_tuple(dstate)) if len(as_tuple(dstate)) > 1 else dstate * 2)
+    for array, copy in zip(returned, kept):
+        assert_array_equal(array, copy)
+
+
+def test_params_and_grads_entries_cannot_be_replaced():
+    layer = fastrnn.LSTM(3, 4, backend="reference", seed=0)
+    with pytest.raises(TypeError):
+        layer.params["weight_ih_l0"] = np.zeros((16, 3), np.float32)
+    with pytest.raises(TypeError):
+        layer.grads["weight_ih_l0"] = np.zeros((16, 3), np.float32)
+    layer.params["weight_ih_l0"][...] = 0  # writing into the array is how parameters change
+    y, _ = layer(np.ones((2, 1, 3), np.float32))
+    layer.params["weight_ih_l0"][...] = 1
+    assert not np.allclose(layer(np.ones((2, 1, 3), np.float32))[0], y)
 
 
 def test_other_float_dtypes_and_layouts_are_converted():
@@ -230,6 +249,7 @@ def test_other_float_dtypes_and_layouts_are_converted():
     y_ref, h_ref = layer(np.ascontiguousarray(x, np.float32))
     assert y.dtype == np.float32 and h.dtype == np.float32
     assert_array_equal(y, y_ref)
+    assert_array_equal(h, h_ref)
 
 
 def test_backward_without_forward_raises():
@@ -254,6 +274,8 @@ def test_backward_without_forward_raises():
     (lambda l: l(np.ones((2, 2, 3)), lengths=[0, 1]), ValueError, r"lengths must be between 1 and T=2"),
     (lambda l: l(np.ones((2, 2, 3)), lengths=[1, 2, 2]), ValueError, r"lengths must have shape \(2,\)"),
     (lambda l: l(np.ones((2, 2, 3)), lengths=[1.0, 2.0]), TypeError, r"lengths must be integers"),
+    (lambda l: l(np.ones((2, 2, 3)), lengths=[[1], [2, 2]]), ValueError, r"lengths must be a rectangular array"),
+    (lambda l: l([[[1.0, 2.0, 3.0]], [[1.0, 2.0]]]), ValueError, r"x must be a rectangular array"),
 ])
 def test_bad_forward_input_raises_naming_the_argument(call, error, pattern):
     layer = fastrnn.LSTM(3, 4, backend="reference")
@@ -280,6 +302,8 @@ def test_bad_backward_input_raises_naming_the_argument():
     (lambda: fastrnn.LSTM(0, 4), ValueError, "input_size must be >= 1"),
     (lambda: fastrnn.LSTM(3, 4.0), TypeError, "hidden_size must be an int"),
     (lambda: fastrnn.LSTM(3, 4, num_layers=2, dropout=1.5), ValueError, r"dropout must be in \[0, 1\]"),
+    (lambda: fastrnn.LSTM(3, 4, seed=1.5), TypeError, "seed must be None, an int or a numpy.random.Generator"),
+    (lambda: fastrnn.LSTM(3, 4, seed=-1), ValueError, "seed must be >= 0"),
 ])
 def test_bad_construction_raises(make_layer, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -376,3 +400,13 @@ def test_matches_torch_outputs_state_and_all_gradients(cell, backend, bidirectio
         assert_allclose(ours, theirs.grad.numpy(), **tol)
     for name, param in module.named_parameters():
         assert_allclose(layer.grads[name], param.grad.numpy(), err_msg=name, **tol)
+
+
+def test_params_and_grads_are_dicts_updated_in_place():
+    layer = fastrnn.GRU(3, 4, backend="reference", seed=0)
+    assert isinstance(layer.params, dict) and isinstance(layer.grads, dict)
+    weight = layer.grads["weight_hh_l0"]
+    layer.grads["weight_hh_l0"] += 1.5  # the in-place idiom stores back the same array
+    assert layer.grads["weight_hh_l0"] is weight and np.all(weight == 1.5)
+    with pytest.raises(TypeError, match="cannot be added, replaced or removed"):
+        del layer.params["bias_ih_l0"]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from fastrnn.gradcheck import gradcheck
+from fastrnn import gradcheck
 from fastrnn.reference import gru, lstm, rnn
 
 T, B, D, H = 4, 3, 5, 4

@@ -8,7 +8,7 @@ from numpy.testing import assert_allclose
 
 from fastrnn import losses, optim
 from fastrnn.clip import clip_grad_norm
-from fastrnn.gradcheck import gradcheck, numerical_gradient
+from fastrnn import gradcheck, numerical_gradient
 from fastrnn.modules import Embedding, Linear
 
 # Tolerances for comparing the same computation done two ways, per dtype.
