@@ -17,14 +17,17 @@ A pass runs in phases: whole-sequence products (split by rows of their result) a
 loop (split by batch rows), each phase shared among the pass's threads (see "Threads").
 """
 import ctypes
+import os
 
 import numpy as np
 import scipy.linalg.cython_blas
 
+from cpython.buffer cimport PyBuffer_FillInfo
 from cpython.pythread cimport (PyThread_type_lock, PyThread_allocate_lock, PyThread_free_lock,
                                PyThread_acquire_lock, PyThread_release_lock, WAIT_LOCK)
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -32,11 +35,12 @@ cdef extern from "pythread.h":
     unsigned long PyThread_start_new_thread(void (*)(void *) noexcept nogil, void *) nogil
 
 cdef enum:
-    # Threads: at most MAX_PARTS, each with at least MIN_ROWS batch rows, and only for passes of
-    # at least PARALLEL_MACS multiply-adds (well above the cost of starting a thread, ~50 us).
+    # Threads: at most MAX_PARTS, each with at least MIN_ROWS batch rows (one block of
+    # matmul_packed), and only for passes of at least PARALLEL_MACS multiply-adds, from which on
+    # two threads were measured faster (LSTM (50, 16, 64, 64) forward+backward: 1.8 -> 1.45 ms).
     MAX_PARTS = 8
-    MIN_ROWS = 16
-    PARALLEL_MACS = 1 << 26
+    MIN_ROWS = 8
+    PARALLEL_MACS = 1 << 24
     MAX_PRODUCTS = 6
 
 
@@ -111,64 +115,177 @@ ctypedef void (*part_fn)(void *work, int part, int parts) noexcept nogil
 
 
 cdef struct Helper:
+    # A helper thread, started once and then parked on `start` between the parts it runs.
     part_fn fn
     void *work
     int part, parts
-    PyThread_type_lock done  # held while the helper works
+    PyThread_type_lock start  # released to hand the helper its part
+    PyThread_type_lock done   # held while the helper works
 
 
 cdef struct Team:
+    # parts - 1 helpers (_helpers[1 .. parts - 1]) and the calling thread, which runs part 0
     int parts
-    Helper helpers[MAX_PARTS]
 
 
-cdef void team_init(Team *team, int parts) noexcept:
-    """A team of `parts` threads, this one and parts - 1 helpers, each with its lock (fewer should
-    a lock fail to allocate)."""
-    cdef int part
-    team.parts = 1
-    for part in range(1, parts):
-        team.helpers[part].done = PyThread_allocate_lock()
-        if team.helpers[part].done == NULL:
-            return
-        team.parts = part + 1
+# Starting a thread per phase cost ~50 us and a page-faulting stack each time (four phases per
+# forward+backward), which kept small passes single-threaded and showed as system time. So the
+# helpers are started on first use and then wait for work on a lock (blocked in the kernel, not
+# spinning) for the life of the process. They run only our parts, so they keep flush-to-zero on.
+# One pass at a time has them; a pass that finds them taken runs in its own thread alone.
+cdef Helper _helpers[MAX_PARTS]
+cdef int _helpers_started = 1  # _helpers[1 .. _helpers_started - 1] are running
+cdef bint _helpers_taken = False  # changed only with the GIL held
 
 
-cdef void team_free(Team *team) noexcept:
-    cdef int part
-    for part in range(1, team.parts):
-        PyThread_free_lock(team.helpers[part].done)
-    team.parts = 1
+def _forget_helpers():
+    """In the child of a fork: the helpers were not copied into it (the child starts its own)."""
+    global _helpers_started, _helpers_taken
+    _helpers_started, _helpers_taken = 1, False
+
+
+os.register_at_fork(after_in_child=_forget_helpers)
 
 
 cdef void _helper_main(void *arg) noexcept nogil:
     cdef Helper *helper = <Helper *>arg
-    fp_mode_fast_enter()  # the thread ends with the pass: nothing to restore
-    helper.fn(helper.work, helper.part, helper.parts)
-    PyThread_release_lock(helper.done)
+    fp_mode_fast_enter()
+    while True:
+        PyThread_acquire_lock(helper.start, WAIT_LOCK)
+        helper.fn(helper.work, helper.part, helper.parts)
+        PyThread_release_lock(helper.done)
+
+
+cdef bint _start_helper(Helper *helper) noexcept:
+    """Start a helper parked on its `start` lock; False (nothing started) should that fail."""
+    helper.start = PyThread_allocate_lock()
+    helper.done = PyThread_allocate_lock()
+    if helper.start != NULL and helper.done != NULL:
+        PyThread_acquire_lock(helper.start, WAIT_LOCK)
+        if PyThread_start_new_thread(_helper_main, helper) != <unsigned long>-1:
+            return True
+    if helper.start != NULL:
+        PyThread_free_lock(helper.start)
+    if helper.done != NULL:
+        PyThread_free_lock(helper.done)
+    return False
+
+
+cdef void team_init(Team *team, int parts) noexcept:
+    """A team of up to `parts` threads: this one and parts - 1 helpers (fewer should the helpers be
+    taken by another pass or fail to start)."""
+    global _helpers_started, _helpers_taken
+    team.parts = 1
+    if parts < 2 or _helpers_taken:
+        return
+    while _helpers_started < parts and _start_helper(&_helpers[_helpers_started]):
+        _helpers_started += 1
+    team.parts = min(parts, _helpers_started)
+    _helpers_taken = team.parts > 1
+
+
+cdef void team_free(Team *team) noexcept:
+    global _helpers_taken
+    if team.parts > 1:
+        _helpers_taken = False
+    team.parts = 1
 
 
 cdef void team_run(Team *team, part_fn fn, void *work) noexcept nogil:
-    """fn(work, part, parts) for every part: part 0 in this thread, the others in helper threads
-    (or here, should a thread fail to start); returns when all are done."""
+    """fn(work, part, parts) for every part: part 0 in this thread, the others in the helpers;
+    returns when all are done."""
     cdef int part, parts = team.parts
     cdef Helper *helper
     for part in range(1, parts):
-        helper = &team.helpers[part]
+        helper = &_helpers[part]
         helper.fn, helper.work, helper.part, helper.parts = fn, work, part, parts
         PyThread_acquire_lock(helper.done, WAIT_LOCK)
-        if PyThread_start_new_thread(_helper_main, helper) == <unsigned long>-1:
-            fn(work, part, parts)
-            PyThread_release_lock(helper.done)
+        PyThread_release_lock(helper.start)
     fn(work, 0, parts)
     for part in range(1, parts):
-        PyThread_acquire_lock(team.helpers[part].done, WAIT_LOCK)
-        PyThread_release_lock(team.helpers[part].done)
+        PyThread_acquire_lock(_helpers[part].done, WAIT_LOCK)
+        PyThread_release_lock(_helpers[part].done)
 
 
 cdef inline int part_start(int part, int parts, int n) noexcept nogil:
     """First of the indices range(n) that part `part` of `parts` takes."""
     return <int>(<int64_t>part * n // parts)
+
+
+# --- Buffers ---------------------------------------------------------------------------------
+# A pass allocates its buffers and results afresh (several times T*B*H values). From malloc,
+# memory of that size comes straight from the kernel and goes back to it when freed, so every
+# pass page-faults through all its buffers again: measured here, 30-50% of a forward+backward at
+# (T, B, D, H) = (50, 16, 64, 64), 10-35% at the larger shapes, most of it system time. So the
+# large arrays of a pass live in blocks that, when their last array goes, wait in a cache for the
+# next pass to ask for the same size, up to CACHED_BYTES in all (past that, the idle blocks are
+# freed and the cache starts over). Such an array is an ordinary ndarray whose `base` is its
+# block. Blocks are taken and given back with the GIL held.
+
+cdef enum:
+    CACHED_MIN_BYTES = 1 << 16   # smaller arrays come from np.empty (malloc keeps those)
+    CACHED_BYTES = 1 << 28       # at most this much idle memory in the cache
+    # rows of batch slices start on their own cache line (no false sharing between threads),
+    # and AVX-512 loads of a row do not straddle two
+    BLOCK_ALIGNMENT = 64
+
+cdef dict _idle_blocks = {}  # size in bytes -> addresses of idle blocks of that size
+cdef size_t _idle_bytes = 0
+
+
+cdef void _free_idle_blocks() noexcept:
+    global _idle_bytes
+    for addresses in _idle_blocks.values():
+        for address in addresses:
+            free(<void *><uintptr_t>address)
+    _idle_blocks.clear()
+    _idle_bytes = 0
+
+
+cdef class _Block:
+    """The memory of the arrays made by _empty; back to the cache when they are gone."""
+    cdef void *raw   # from malloc
+    cdef void *data  # raw rounded up to BLOCK_ALIGNMENT
+    cdef size_t size
+
+    def __getbuffer__(self, Py_buffer *view, int flags):
+        PyBuffer_FillInfo(view, self, self.data, <Py_ssize_t>self.size, 0, flags)
+
+    def __dealloc__(self):
+        global _idle_bytes
+        if self.raw == NULL:
+            return
+        if self.size > CACHED_BYTES or _idle_blocks is None:  # None: the module is torn down
+            free(self.raw)
+            return
+        if _idle_bytes + self.size > CACHED_BYTES:
+            _free_idle_blocks()  # sizes that are not asked for again (e.g. a varying T) go too
+        _idle_blocks.setdefault(self.size, []).append(<uintptr_t>self.raw)
+        _idle_bytes += self.size
+
+
+def _empty(shape, dtype):
+    """np.empty(shape, dtype), in a cached block when the array is large."""
+    global _idle_bytes
+    cdef size_t size = np.dtype(dtype).itemsize
+    cdef _Block block
+    for extent in shape:
+        size *= <size_t>extent
+    if size < CACHED_MIN_BYTES:
+        return np.empty(shape, dtype)
+    block = _Block.__new__(_Block)
+    idle = _idle_blocks.get(size)
+    if idle:
+        block.raw = <void *><uintptr_t>idle.pop()
+        _idle_bytes -= size
+    else:
+        block.raw = malloc(size + BLOCK_ALIGNMENT - 1)
+        if block.raw == NULL:
+            raise MemoryError(f"cannot allocate {size} bytes for an array of shape {shape}")
+    block.data = <void *>((<uintptr_t>block.raw + BLOCK_ALIGNMENT - 1)
+                          & ~<uintptr_t>(BLOCK_ALIGNMENT - 1))
+    block.size = size
+    return np.ndarray(shape, dtype, block)
 
 
 # --- Matrix products -------------------------------------------------------------------------
@@ -249,8 +366,8 @@ def _panels(int k, int n, dtype):
     if not _packed_products:
         return None
     if dtype == np.float32:
-        return np.empty(packed_size_f(k, n), np.float32)
-    return np.empty(packed_size_d(k, n), np.float64)
+        return _empty((packed_size_f(k, n),), np.float32)
+    return _empty((packed_size_d(k, n),), np.float64)
 
 
 cdef inline void *panels_ptr(floating[::1] panels) noexcept:
@@ -715,12 +832,12 @@ cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the activated gates and the h and c sequences, (4 + 2) * T*B*H values
     # (and the initial state).
-    gates_array = np.empty((T, B, G), dtype)
-    hs_array = np.empty((T + 1, B, H), dtype)
-    cs_array = np.empty((T + 1, B, H), dtype)
-    y_array = np.empty((T, B, H), dtype)
-    h_n_array = np.empty((B, H), dtype)
-    c_n_array = np.empty((B, H), dtype)
+    gates_array = _empty((T, B, G), dtype)
+    hs_array = _empty((T + 1, B, H), dtype)
+    cs_array = _empty((T + 1, B, H), dtype)
+    y_array = _empty((T, B, H), dtype)
+    h_n_array = _empty((B, H), dtype)
+    c_n_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
     cdef floating[::1] panels = _panels(H, G, dtype)
@@ -781,10 +898,10 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
     cdef Products weights
     cdef Team team
     dtype = np.float32 if floating is float else np.float64
-    dx_array = np.empty((T, B, D), dtype)
-    dgates_array = np.empty((T, B, G), dtype)
-    dh_array = np.empty((B, H), dtype)
-    dc_array = np.empty((B, H), dtype)
+    dx_array = _empty((T, B, D), dtype)
+    dgates_array = _empty((T, B, G), dtype)
+    dh_array = _empty((B, H), dtype)
+    dc_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array
     cdef floating[:, ::1] dh = dh_array, dc = dc_array
     cdef double[::1] dbias = np.zeros(G)
@@ -858,12 +975,12 @@ cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     # Kept for backward: the activated gates, the h sequence and per step either
     # hn = W_hn h_{t-1} + b_hn (reset_after) or r * h_{t-1}: (3 + 2) * T*B*H values (and the
     # initial state).
-    gates_array = np.empty((T, B, G), dtype)
-    hs_array = np.empty((T + 1, B, H), dtype)
-    extra_array = np.empty((T, B, H), dtype)
-    y_array = np.empty((T, B, H), dtype)
-    h_n_array = np.empty((B, H), dtype)
-    hproj_array = np.empty((B, G), dtype)
+    gates_array = _empty((T, B, G), dtype)
+    hs_array = _empty((T + 1, B, H), dtype)
+    extra_array = _empty((T, B, H), dtype)
+    y_array = _empty((T, B, H), dtype)
+    h_n_array = _empty((B, H), dtype)
+    hproj_array = _empty((B, G), dtype)
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, extra = extra_array
     cdef floating[:, :, ::1] y = y_array
     cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
@@ -930,12 +1047,12 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     cdef Products weights
     cdef Team team
     dtype = np.float32 if floating is float else np.float64
-    dx_array = np.empty((T, B, D), dtype)
+    dx_array = _empty((T, B, D), dtype)
     # reset_after: the r, z, hn gradients (what W_hh sees) and dn, the n gradient (what W_ih
     # sees); otherwise the r, z, n gradients, which both see, and a per-step d(r * h_{t-1}).
-    dgates_array = np.empty((T, B, G), dtype)
-    dn_array = np.empty((T if reset_after else 1, B, H), dtype)
-    dh_array = np.empty((B, H), dtype)
+    dgates_array = _empty((T, B, G), dtype)
+    dn_array = _empty((T if reset_after else 1, B, H), dtype)
+    dh_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array, dn = dn_array
     cdef floating[:, ::1] dh = dh_array
     cdef double[::1] dbias = np.zeros(G)
@@ -1038,9 +1155,9 @@ cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the h sequence only, T*B*H values; the input projection of step t is
     # computed into the slot that then receives h_t.
-    hs_array = np.empty((T + 1, B, H), dtype)
-    y_array = np.empty((T, B, H), dtype)
-    h_n_array = np.empty((B, H), dtype)
+    hs_array = _empty((T + 1, B, H), dtype)
+    y_array = _empty((T, B, H), dtype)
+    h_n_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] hs = hs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array
     cdef floating[::1] panels = _panels(H, H, dtype)
@@ -1096,9 +1213,9 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     cdef Products weights
     cdef Team team
     dtype = np.float32 if floating is float else np.float64
-    dx_array = np.empty((T, B, D), dtype)
-    dpre_array = np.empty((T, B, H), dtype)
-    dh_array = np.empty((B, H), dtype)
+    dx_array = _empty((T, B, D), dtype)
+    dpre_array = _empty((T, B, H), dtype)
+    dh_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dpre = dpre_array
     cdef floating[:, ::1] dh = dh_array
     cdef double[::1] dbias = np.zeros(H)

@@ -3,6 +3,8 @@ fastrnn/_backends.py: parity with the NumPy reference for every cell and option,
 the floating-point mode, and untouched inputs."""
 import ctypes
 import importlib.machinery
+import multiprocessing
+import os
 import threading
 
 import numpy as np
@@ -179,13 +181,41 @@ def test_inputs_are_not_modified(case):
         assert_array_equal(array, originals[name], err_msg=name)
 
 
-def test_returned_arrays_are_not_reused_by_later_calls():
-    problems = [make_problem("lstm", np.random.default_rng(seed), np.float64, 4, 3, 5, 6) for seed in (2, 9)]
+# (T, B, D, H): results from np.empty, and results large enough for the kernels' block cache.
+RESULT_SIZES = {"small": (4, 3, 5, 6), "cached": (20, 16, 8, 64)}
+
+
+@pytest.mark.parametrize("size", RESULT_SIZES)
+def test_returned_arrays_are_not_reused_by_later_calls(size):
+    T, B, D, H = RESULT_SIZES[size]
+    problems = [make_problem("lstm", np.random.default_rng(seed), np.float64, T, B, D, H) for seed in (2, 9)]
     first = run_cell("cython", "lstm", problems[0], None, False)
     kept = {name: array.copy() for name, array in first.items()}
     run_cell("cython", "lstm", problems[1], None, False)
     for name in kept:
         assert_array_equal(first[name], kept[name], err_msg=name)
+
+
+@pytest.mark.parametrize("size", RESULT_SIZES)
+def test_returned_arrays_are_writeable_and_c_contiguous(size):
+    T, B, D, H = RESULT_SIZES[size]
+    problem = make_problem("lstm", np.random.default_rng(4), np.float32, T, B, D, H)
+    results = run_cell("cython", "lstm", problem, None, False)
+    for name, array in results.items():
+        assert array.flags.writeable and array.flags.c_contiguous, name
+
+
+def test_memory_of_dropped_results_gives_the_reference_results_again():
+    # The blocks of a dropped pass's arrays (cached, not freed) hold its values: the next pass of
+    # the same shape takes them and must overwrite every entry it returns.
+    T, B, D, H = RESULT_SIZES["cached"]
+    for seed in (12, 13):
+        problem = make_problem("gru_reset_after", np.random.default_rng(seed), np.float64, T, B, D, H)
+        assert_parity(
+            run_cell("cython", "gru_reset_after", problem, as_lengths(range(1, B + 1)), True),
+            run_cell("reference", "gru_reset_after", problem, as_lengths(range(1, B + 1)), True),
+            np.float64,
+        )
 
 
 def long_problem(seed):
@@ -230,6 +260,33 @@ def test_concurrent_calls_give_the_sequential_results():
     for expected, actual in zip(sequential, concurrent):
         for name in expected:
             assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
+def threaded_lstm_matches_reference():
+    """Whether a pass split among threads gives the reference results (in a child process)."""
+    T, B, D, H = THREADED["lstm"]
+    problem = make_problem("lstm", np.random.default_rng(2), np.float64, T, B, D, H)
+    try:
+        assert_parity(run_cell("cython", "lstm", problem, None, False),
+                      run_cell("reference", "lstm", problem, None, False), np.float64)
+    except AssertionError:
+        os._exit(1)
+    os._exit(0)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork here")
+def test_threaded_pass_runs_in_a_forked_child():
+    # The parent's helper threads (started by this pass) do not exist in a forked child: the
+    # child must start its own rather than wait for them forever.
+    T, B, D, H = THREADED["lstm"]
+    run_cell("cython", "lstm", make_problem("lstm", np.random.default_rng(1), np.float64, T, B, D, H),
+             None, False)
+    child = multiprocessing.get_context("fork").Process(target=threaded_lstm_matches_reference)
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_floating_point_mode_of_the_caller_is_restored():
