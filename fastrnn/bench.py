@@ -178,7 +178,9 @@ def run(args):
         if var in os.environ:
             print(f"env: {var}={os.environ[var]}")
     print(f"NumPy sgemm rate (2048^3): {rate / 1e9:.1f} GFLOP/s")
-    if "cython" not in backends:
+    if "cython" in backends:
+        print(cython_threading(threads))
+    else:
         print("cython backend not available: only the reference and torch are timed")
 
     header = (f"{'cell':5} {'mode':16} {'T,B,D,H':18} {'cython ms':>10} {'ref ms':>9} {'torch ms':>9} "
@@ -216,6 +218,17 @@ def run(args):
             return 2
         print(f"wrote {args.json}")
     return 0
+
+
+def cython_threading(threads):
+    """How the compiled kernels use the machine, in one line."""
+    from . import _kernels
+
+    products = ("a packed AVX-512 kernel" if _kernels._packed_products_supported()
+                else "single-threaded BLAS calls")
+    return (f"cython: each pass splits the batch over up to {threads} threads (the BLAS thread setting), "
+            f"each running the whole time loop on its rows; per-step products in {products}; "
+            "whole-sequence products split by rows, single-threaded BLAS in each thread")
 
 
 def _blas_threads():
