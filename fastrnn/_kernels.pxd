@@ -80,3 +80,4 @@ cdef extern from "gates.h" nogil:
 
     unsigned int fp_mode_fast_enter()
     void fp_mode_restore(unsigned int saved)
+    void cpu_relax()

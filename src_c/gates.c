@@ -113,7 +113,10 @@ unsigned int fp_mode_fast_enter(void)
 }
 
 void fp_mode_restore(unsigned int saved) { _mm_setcsr(saved); }
+
+void cpu_relax(void) { _mm_pause(); }
 #else
 unsigned int fp_mode_fast_enter(void) { return 0; }
 void fp_mode_restore(unsigned int saved) { (void)saved; }
+void cpu_relax(void) {}
 #endif

@@ -66,4 +66,7 @@ int packed_matmul_supported(void);
 unsigned int fp_mode_fast_enter(void);
 void fp_mode_restore(unsigned int saved);
 
+/* A spin-wait hint to the CPU (x86 PAUSE; a no-op elsewhere): one try of a short busy wait. */
+void cpu_relax(void);
+
 #endif

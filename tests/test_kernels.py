@@ -42,6 +42,9 @@ SHAPES = {
     "T1_H1_reverse": (1, 2, 3, 1, None, True, True),
     "B1_H33": (6, 1, 2, 33, None, False, True),
     "H33_lengths_reverse": (4, 2, 6, 33, (4, 1), True, True),
+    # T*B = 520 rows, PACKED_MIN_ROWS in _kernels.pyx: the whole-sequence products with x or
+    # dgates on the left run in matmul_packed; D = 19 and G*H are not multiples of its panels
+    "TB520_D19_H11": (65, 8, 19, 11, None, False, True),
 }
 
 
@@ -101,7 +104,8 @@ def assert_parity(actual, desired, dtype):
 
 @pytest.fixture(params=["packed", "blas"])
 def step_products(request):
-    """Per-step products in matmul_packed (AVX-512 CPUs) or in BLAS, for the test's duration."""
+    """Per-step (and whole-sequence, from PACKED_MIN_ROWS rows) products in matmul_packed
+    (AVX-512 CPUs) or in BLAS, for the test's duration."""
     if request.param == "packed" and not _kernels._packed_products_supported():
         pytest.skip("this CPU has no AVX-512: per-step products always use BLAS")
     previous = _kernels._use_packed_products(request.param == "packed")
