@@ -228,7 +228,7 @@ def cython_threading(threads):
                 else "single-threaded BLAS calls")
     return (f"cython: each pass splits the batch over up to {threads} threads (the BLAS thread setting), "
             f"each running the whole time loop on its rows; per-step products in {products}; "
-            "whole-sequence products split by rows, single-threaded BLAS in each thread")
+            "whole-sequence products split by rows over the same threads")
 
 
 def _blas_threads():
