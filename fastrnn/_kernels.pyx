@@ -859,6 +859,16 @@ cdef void init_products(Products *products, bint is_double) noexcept:
     products.is_double, products.count, products.sums = is_double, 0, 0
 
 
+cdef void input_gradient_products(Products *products, int rows, int D, int G, const void *dgates,
+                                  const void *w_ih, const void *x, void *dx, void *dw_ih,
+                                  void *panels_ih) noexcept:
+    """Append backward's products through gates = x.W_ihᵀ + ... over all T*B rows at once:
+    dx = dgates @ w_ih (on W_ih packed into panels_ih, see pack_last) and dw_ih += dgates.T @ x."""
+    product(products, False, False, rows, D, G, dgates, G, w_ih, D, False, dx, D)
+    pack_last(products, panels_ih)
+    product(products, True, False, G, D, rows, dgates, G, x, D, True, dw_ih, D)
+
+
 cdef void pack_operands(const Work *w) noexcept nogil:
     pack_operand(&w.step_b[0], w.is_double)
     pack_operand(&w.step_b[1], w.is_double)
@@ -981,13 +991,9 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
     work.dgates, work.dh, work.dc = &dgates[0, 0, 0], &dh[0, 0], &dc[0, 0]
     work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
     init_products(&weights, floating is double)
-    # dx = dgates @ w_ih
-    product(&weights, False, False, T * B, D, G, &dgates[0, 0, 0], G, &w_ih[0, 0], D, False,
-            &dx[0, 0, 0], D)
-    pack_last(&weights, panels_ptr(panels_ih))
-    # dw_ih += dgates.T @ x
-    product(&weights, True, False, G, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D, True,
-            &dw_ih[0, 0], D)
+    # dx = dgates @ w_ih; dw_ih += dgates.T @ x
+    input_gradient_products(&weights, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
+                            &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
     # dw_hh += dgates.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
     product(&weights, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H, True,
             &dw_hh[0, 0], H)
@@ -1168,13 +1174,9 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
             column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
             column_sum(&weights, rows, H, &dn[0, 0, 0], H, &dbias_n[0])
     else:
-        # dx = dgates @ w_ih
-        product(&weights, False, False, T * B, D, G, &dgates[0, 0, 0], G, &w_ih[0, 0], D, False,
-                &dx[0, 0, 0], D)
-        pack_last(&weights, panels_ptr(panels_ih))
-        # dw_ih += dgates.T @ x
-        product(&weights, True, False, G, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D, True,
-                &dw_ih[0, 0], D)
+        # dx = dgates @ w_ih; dw_ih += dgates.T @ x
+        input_gradient_products(&weights, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
+                                &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
         # dw_hh[:2H] += dgates[..., :2H].T @ hs[rev:rev + T]; dw_hh[2H:] += dgates[..., 2H:].T @ rh
         product(&weights, True, False, 2 * H, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
                 True, &dw_hh[0, 0], H)
@@ -1308,13 +1310,9 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     work.hs, work.dy = <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dgates, work.dh = &dpre[0, 0, 0], &dh[0, 0]
     init_products(&weights, floating is double)
-    # dx = dpre @ w_ih
-    product(&weights, False, False, T * B, D, H, &dpre[0, 0, 0], H, &w_ih[0, 0], D, False,
-            &dx[0, 0, 0], D)
-    pack_last(&weights, panels_ptr(panels_ih))
-    # dw_ih += dpre.T @ x
-    product(&weights, True, False, H, D, T * B, &dpre[0, 0, 0], H, &x[0, 0, 0], D, True,
-            &dw_ih[0, 0], D)
+    # dx = dpre @ w_ih; dw_ih += dpre.T @ x
+    input_gradient_products(&weights, T * B, D, H, &dpre[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
+                            &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
     # dw_hh += dpre.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
     product(&weights, True, False, H, H, T * B, &dpre[0, 0, 0], H, &hs[rev, 0, 0], H, True,
             &dw_hh[0, 0], H)
