@@ -9,12 +9,30 @@ import numpy as np
 from . import available_backends
 
 
-def positive_int(text):
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def int_at_least(low, name):
+    """An argparse type for integers >= `low`; argparse names `name` when the text is no integer."""
+    def parse(text):
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+def name_list(choices, name):
+    """An argparse type for a comma-separated list of names from `choices`, in the order given."""
+    def parse(text):
+        names = [item.strip().lower() for item in text.split(",") if item.strip()]
+        if not names or any(item not in choices for item in names):
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(choices)}, got {text!r}")
+        return list(dict.fromkeys(names))
+    parse.__name__ = name
+    return parse
+
+
+positive_int = int_at_least(1, "positive_int")
+non_negative_int = int_at_least(0, "non_negative_int")
 
 
 def positive_float(text):
@@ -22,14 +40,6 @@ def positive_float(text):
     value = float(text)
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def non_negative_int(text):
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
     return value
 
 

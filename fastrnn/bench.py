@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 import fastrnn
-from ._cli import positive_int, write_json
+from ._cli import name_list, positive_int, write_json
 
 SHAPES = [(50, 1, 32, 32), (50, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256), (50, 64, 512, 512)]
 CELLS = {"lstm": (fastrnn.LSTM, 4), "gru": (fastrnn.GRU, 3), "rnn": (fastrnn.RNN, 1)}
@@ -32,18 +32,10 @@ def shape_list(text):
     return shapes
 
 
-def cell_list(text):
-    """argparse type: a comma-separated list of cell names."""
-    cells = [c.strip() for c in text.split(",") if c.strip()]
-    if not cells or any(cell not in CELLS for cell in cells):
-        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(CELLS)}, got {text!r}")
-    return cells
-
-
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="short run: fewer rounds and calls per round (noisier figures)")
-    parser.add_argument("--cells", type=cell_list, default=list(CELLS),
+    parser.add_argument("--cells", type=name_list(CELLS, "cell_list"), default=list(CELLS),
                         help="comma-separated cells (default: lstm,gru,rnn)")
     parser.add_argument("--shapes", type=shape_list, default=SHAPES,
                         help="semicolon-separated T,B,D,H shapes (default: the five shapes of SPEC §7)")

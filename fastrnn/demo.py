@@ -7,7 +7,6 @@ an MSE of Var(u1 + u2) = 1/6; doing better means carrying the first marked value
 half the sequence. Each cell reads the sequence, its last hidden state goes through a Linear layer
 to a scalar, and MSE, gradient clipping and Adam train it.
 """
-import argparse
 import sys
 import time
 
@@ -15,7 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import GRU, LSTM, RNN, available_backends
-from ._cli import add_backend_arguments, choose_backend, positive_float, positive_int, write_json
+from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, positive_float,
+                   positive_int, write_json)
 from .clip import clip_grad_norm
 from .losses import mse
 from .modules import Linear
@@ -41,21 +41,9 @@ each cell's test MSE, whether it solved the task, its training time and the spee
 cython backend over the pure-NumPy reference on the same training steps (fastest of {SPEEDUP_STEPS})."""
 
 
-def sequence_length(text):
-    """argparse type: an integer >= 2 (each half of the sequence holds one marked step)."""
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text}")
-    return value
-
-
-def cell_list(text):
-    """argparse type: a comma-separated list of cell names, in the order given."""
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in CELLS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(CELLS)}, got {text!r}")
-    return list(dict.fromkeys(names))
+# Each half of a sequence holds one marked step.
+sequence_length = int_at_least(2, "sequence_length")
+cell_list = name_list(CELLS, "cell_list")
 
 
 def add_arguments(parser):
