@@ -47,6 +47,14 @@ def as_array(name, value):
         raise ValueError(f"{name} must be a rectangular array: {error}") from None
 
 
+def integer_array(name, value):
+    """`value` as an integer array; anything else (floats, bools) is a TypeError naming `name`."""
+    array = as_array(name, value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be integers (an integer array), got dtype {array.dtype}")
+    return array
+
+
 def random_generator(seed):
     """A np.random.Generator from `seed`: None, an int >= 0 or a Generator (used as it is)."""
     if isinstance(seed, np.random.Generator):

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 
 from . import _backends
-from ._checks import as_array, float_array, positive_int, random_generator
+from ._checks import float_array, integer_array, positive_int, random_generator
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -224,8 +224,8 @@ class RecurrentLayer(Module):
                 raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, got {type(state).__name__}")
             parts = state
         arrays = []
-        for part_name, part in zip(self.state_names, parts):
-            label = name if len(parts) == 1 else f"{name}[{self.state_names.index(part_name)}] ({part_name})"
+        for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
+            label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
             arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
         return arrays
 
@@ -245,9 +245,7 @@ def _check_lengths(lengths, steps, batch):
     """None or an int64 (B,) array with 1 <= lengths[b] <= T; None when every length is T."""
     if lengths is None:
         return None
-    array = as_array("lengths", lengths)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"lengths must be integers, got dtype {array.dtype}")
+    array = integer_array("lengths", lengths)
     if array.shape != (batch,):
         raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got {array.shape}")
     if array.min() < 1 or array.max() > steps:

@@ -6,18 +6,10 @@ updated in place, and any number of leading dimensions is accepted.
 """
 import numpy as np
 
-from ._checks import as_array, float_array, positive_int, random_generator
+from ._checks import float_array, integer_array, positive_int, random_generator
 from ._module import Module
 
 __all__ = ["Linear", "Embedding"]
-
-
-def integer_array(name, value):
-    """`value` as an integer array; anything else (floats, bools) is a TypeError naming `name`."""
-    array = as_array(name, value)
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")
-    return array
 
 
 class Linear(Module):
