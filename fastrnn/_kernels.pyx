@@ -535,11 +535,17 @@ cdef void add_to(floating *out, const double *acc, int n) noexcept nogil:
 
 # --- Time loops ------------------------------------------------------------------------------
 
+cdef enum Phase:
+    # Which time loop a Work runs
+    LSTM_FORWARD, LSTM_BACKWARD, GRU_FORWARD, GRU_BACKWARD, RNN_FORWARD, RNN_BACKWARD
+
+
 cdef struct Work:
     # What the time loop of a pass reads and writes (typed by `is_double`); a thread handles
     # batch rows part_start(part) .. part_start(part + 1) - 1 of everything per-row. The forward
     # buffers (gates .. y) are written by forward and only read by backward.
     bint is_double
+    Phase phase
     int T, B, H, G, rev, option  # option: relu (RNN) / reset_after (GRU)
     const int64_t *lengths
     Operand step_b[2]   # the right operands of the per-step products (W_hh or blocks of it)
@@ -756,58 +762,30 @@ cdef void rnn_backward_rows(Work *w, int b0, int b1, floating *dpre) noexcept no
 
 # The time loops as thread parts: part `part` of `parts` takes its slice of the batch rows.
 
-cdef void lstm_forward_part(void *work, int part, int parts) noexcept nogil:
+cdef void time_loop_rows(Work *w, int b0, int b1, int part, floating *dtype_tag) noexcept nogil:
+    """Batch rows b0 .. b1-1 through the time loop of w.phase; `dtype_tag` only picks the type."""
+    if w.phase == LSTM_FORWARD:
+        lstm_forward_rows(w, b0, b1, <floating *>w.gates)
+    elif w.phase == LSTM_BACKWARD:
+        lstm_backward_rows(w, b0, b1, part, <floating *>w.dgates)
+    elif w.phase == GRU_FORWARD:
+        gru_forward_rows(w, b0, b1, <floating *>w.gates)
+    elif w.phase == GRU_BACKWARD:
+        gru_backward_rows(w, b0, b1, <floating *>w.dgates)
+    elif w.phase == RNN_FORWARD:
+        rnn_forward_rows(w, b0, b1, <floating *>w.hs)
+    else:
+        rnn_backward_rows(w, b0, b1, <floating *>w.dgates)
+
+
+cdef void time_loop_part(void *work, int part, int parts) noexcept nogil:
+    """team_run's callback: part `part` of `parts` of the batch rows through w.phase's loop."""
     cdef Work *w = <Work *>work
     cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
     if w.is_double:
-        lstm_forward_rows(w, b0, b1, <double *>w.gates)
+        time_loop_rows(w, b0, b1, part, <double *>NULL)
     else:
-        lstm_forward_rows(w, b0, b1, <float *>w.gates)
-
-
-cdef void lstm_backward_part(void *work, int part, int parts) noexcept nogil:
-    cdef Work *w = <Work *>work
-    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
-    if w.is_double:
-        lstm_backward_rows(w, b0, b1, part, <double *>w.dgates)
-    else:
-        lstm_backward_rows(w, b0, b1, part, <float *>w.dgates)
-
-
-cdef void gru_forward_part(void *work, int part, int parts) noexcept nogil:
-    cdef Work *w = <Work *>work
-    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
-    if w.is_double:
-        gru_forward_rows(w, b0, b1, <double *>w.gates)
-    else:
-        gru_forward_rows(w, b0, b1, <float *>w.gates)
-
-
-cdef void gru_backward_part(void *work, int part, int parts) noexcept nogil:
-    cdef Work *w = <Work *>work
-    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
-    if w.is_double:
-        gru_backward_rows(w, b0, b1, <double *>w.dgates)
-    else:
-        gru_backward_rows(w, b0, b1, <float *>w.dgates)
-
-
-cdef void rnn_forward_part(void *work, int part, int parts) noexcept nogil:
-    cdef Work *w = <Work *>work
-    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
-    if w.is_double:
-        rnn_forward_rows(w, b0, b1, <double *>w.hs)
-    else:
-        rnn_forward_rows(w, b0, b1, <float *>w.hs)
-
-
-cdef void rnn_backward_part(void *work, int part, int parts) noexcept nogil:
-    cdef Work *w = <Work *>work
-    cdef int b0 = part_start(part, parts, w.B), b1 = part_start(part + 1, parts, w.B)
-    if w.is_double:
-        rnn_backward_rows(w, b0, b1, <double *>w.dgates)
-    else:
-        rnn_backward_rows(w, b0, b1, <float *>w.dgates)
+        time_loop_rows(w, b0, b1, part, <float *>NULL)
 
 
 # --- Passes ----------------------------------------------------------------------------------
@@ -934,7 +912,8 @@ cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
         pack_products(&projection)
         team_run(&team, products_part, &projection)
-        team_run(&team, lstm_forward_part, &work)
+        work.phase = LSTM_FORWARD
+        team_run(&team, time_loop_part, &work)
         copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
         copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
         fp_mode_restore(fp_mode)
@@ -1007,7 +986,8 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
         pack_operands(&work)
         copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
         copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
-        team_run(&team, lstm_backward_part, &work)
+        work.phase = LSTM_BACKWARD
+        team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
         if db_ih is not None:
@@ -1086,7 +1066,8 @@ cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
         pack_products(&projection)
         team_run(&team, products_part, &projection)
-        team_run(&team, gru_forward_part, &work)
+        work.phase = GRU_FORWARD
+        team_run(&team, time_loop_part, &work)
         copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
         fp_mode_restore(fp_mode)
     _pass_end()
@@ -1191,7 +1172,8 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         fp_mode = fp_mode_fast_enter()
         pack_operands(&work)
         copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-        team_run(&team, gru_backward_part, &work)
+        work.phase = GRU_BACKWARD
+        team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
         if db_ih is not None:
@@ -1260,7 +1242,8 @@ cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
         pack_products(&projection)
         team_run(&team, products_part, &projection)
         copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-        team_run(&team, rnn_forward_part, &work)
+        work.phase = RNN_FORWARD
+        team_run(&team, time_loop_part, &work)
         copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
         fp_mode_restore(fp_mode)
     _pass_end()
@@ -1325,7 +1308,8 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         fp_mode = fp_mode_fast_enter()
         pack_operands(&work)
         copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-        team_run(&team, rnn_backward_part, &work)
+        work.phase = RNN_BACKWARD
+        team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
         if db_ih is not None:
