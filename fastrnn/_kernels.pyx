@@ -407,13 +407,18 @@ cdef inline void *panels_ptr(floating[::1] panels) noexcept:
 
 cdef struct Product:
     # C := op(A).op(B) (+ C when accumulate), as for gemm; with `panels` (op(A) = A only), op(B)
-    # is packed there once and the rows of C come from matmul_packed instead of BLAS
+    # is packed there once and the rows of C come from matmul_packed instead of BLAS.
+    # op(A) = Aᵀ (then op(B) = B) is a weight gradient, a sum over all T*B rows: the threads split
+    # that sum, not the rows of C, and part q > 0 writes its share into block q - 1 of
+    # `partials`, which split_sums sets for a team of more than one thread. Split by rows of C, every thread packed all of B: at
+    # (K, M, N) = (3200, 512, 512) two threads ran that at the speed of one.
     bint trans_a, trans_b, accumulate
     int m, n, k, lda, ldb, ldc
     const void *a
     const void *b
     void *c
     void *panels
+    void *partials
 
 
 cdef struct ColumnSum:
@@ -440,7 +445,7 @@ cdef void product(Products *products, bint trans_a, bint trans_b, int m, int n, 
     cdef Product *p = &products.items[products.count]
     p.trans_a, p.trans_b, p.accumulate = trans_a, trans_b, accumulate
     p.m, p.n, p.k, p.lda, p.ldb, p.ldc = m, n, k, lda, ldb, ldc
-    p.a, p.b, p.c, p.panels = a, b, c, NULL
+    p.a, p.b, p.c, p.panels, p.partials = a, b, c, NULL, NULL
     products.count += 1
 
 
@@ -474,12 +479,64 @@ cdef void column_sum(Products *products, int64_t rows, int n, const void *a, int
     products.sums += 1
 
 
+cdef object split_sums(Products *products, int parts, dtype):
+    """Give the weight gradients of `products` the partial sums of parts 1 .. parts - 1 (see
+    Product); returns the buffer, which must live until the products have run."""
+    cdef int64_t size = 0
+    cdef int i
+    cdef Product *p
+    if parts < 2:
+        return None
+    for i in range(products.count):
+        if products.items[i].trans_a:
+            size += <int64_t>products.items[i].m * products.items[i].n
+    buffer = _empty(((parts - 1) * size,), dtype)
+    cdef char *start = <char *><uintptr_t>buffer.ctypes.data
+    for i in range(products.count):
+        p = &products.items[i]
+        if p.trans_a:
+            p.partials = start
+            start += (parts - 1) * <int64_t>p.m * p.n * buffer.itemsize
+    return buffer
+
+
+cdef void product_sum_slice(const Product *p, int part, int parts, const floating *a) noexcept nogil:
+    """Part `part` of `parts` of C := Aᵀ.B (+ C): the sum over its slice of the K rows of A and B,
+    into C (part 0) or into its block of p.partials."""
+    cdef int k0 = part_start(part, parts, p.k), k1 = part_start(part + 1, parts, p.k)
+    cdef floating *c = <floating *>p.c
+    cdef int ldc = p.ldc
+    cdef bint accumulate = p.accumulate
+    if part > 0:
+        c = <floating *>p.partials + (part - 1) * <int64_t>p.m * p.n
+        ldc, accumulate = p.n, False
+        if k1 <= k0:
+            memset(c, 0, <size_t>p.m * p.n * sizeof(floating))
+            return
+    elif k1 <= k0:
+        return
+    gemm(True, False, p.m, p.n, k1 - k0, 1, a + <int64_t>k0 * p.lda, p.lda,
+         <const floating *>p.b + <int64_t>k0 * p.ldb, p.ldb, 1 if accumulate else 0, c, ldc)
+
+
+cdef void add_partials_rows(const Product *p, int r0, int r1, int parts,
+                            floating *c) noexcept nogil:
+    """Rows r0 .. r1-1 of C += the partial sums of parts 1 .. parts - 1; c is p.c."""
+    cdef const floating *partial
+    cdef int64_t block = <int64_t>p.m * p.n
+    cdef int q, r, j
+    for q in range(parts - 1):
+        partial = <const floating *>p.partials + q * block
+        for r in range(r0, r1):
+            for j in range(p.n):
+                c[<int64_t>r * p.ldc + j] += partial[<int64_t>r * p.n + j]
+
+
 cdef void product_rows(const Product *p, int r0, int r1, const floating *a) noexcept nogil:
-    """Rows r0 .. r1-1 of C := op(A).op(B) (+ C); a is p.a."""
+    """Rows r0 .. r1-1 of C := A.op(B) (+ C); a is p.a."""
     if r1 <= r0:
         return
-    # row r of op(A) is row r of A, or column r of A when it is transposed
-    a = a + (r0 if p.trans_a else <int64_t>r0 * p.lda)
+    a = a + <int64_t>r0 * p.lda
     if p.panels != NULL:
         if floating is float:
             matmul_packed_f(r1 - r0, p.n, p.k, a, p.lda, <const float *>p.panels, p.accumulate,
@@ -488,7 +545,7 @@ cdef void product_rows(const Product *p, int r0, int r1, const floating *a) noex
             matmul_packed_d(r1 - r0, p.n, p.k, a, p.lda, <const double *>p.panels, p.accumulate,
                             <double *>p.c + <int64_t>r0 * p.ldc, p.ldc)
         return
-    gemm(p.trans_a, p.trans_b, r1 - r0, p.n, p.k, 1, a, p.lda, <const floating *>p.b, p.ldb,
+    gemm(False, p.trans_b, r1 - r0, p.n, p.k, 1, a, p.lda, <const floating *>p.b, p.ldb,
          1 if p.accumulate else 0, <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
 
 
@@ -510,7 +567,12 @@ cdef void products_part(void *work, int part, int parts) noexcept nogil:
     cdef int i
     for i in range(products.count):
         p = &products.items[i]
-        if products.is_double:
+        if p.trans_a:
+            if products.is_double:
+                product_sum_slice(p, part, parts, <const double *>p.a)
+            else:
+                product_sum_slice(p, part, parts, <const float *>p.a)
+        elif products.is_double:
             product_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
                          <const double *>p.a)
         else:
@@ -524,6 +586,24 @@ cdef void products_part(void *work, int part, int parts) noexcept nogil:
         else:
             column_sum_columns(s, part_start(part, parts, s.n), part_start(part + 1, parts, s.n),
                                <const float *>s.a)
+
+
+cdef void add_partials_part(void *work, int part, int parts) noexcept nogil:
+    """After products_part: add the partial sums of the weight gradients into their C, each part
+    taking a slice of the rows."""
+    cdef Products *products = <Products *>work
+    cdef const Product *p
+    cdef int i
+    for i in range(products.count):
+        p = &products.items[i]
+        if p.partials == NULL:
+            continue
+        if products.is_double:
+            add_partials_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
+                              parts, <double *>p.c)
+        else:
+            add_partials_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
+                              parts, <float *>p.c)
 
 
 cdef void add_to(floating *out, const double *acc, int n) noexcept nogil:
@@ -981,6 +1061,7 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
         column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0])
 
     team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
+    partials = split_sums(&weights, team.parts, dtype)
     with nogil:
         fp_mode = fp_mode_fast_enter()
         pack_operands(&work)
@@ -990,6 +1071,7 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
         team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
+        team_run(&team, add_partials_part, &weights)
         if db_ih is not None:
             add_to(&db_ih[0], &dbias[0], G)
             add_to(&db_hh[0], &dbias[0], G)
@@ -1168,6 +1250,7 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
             column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
 
     team_init(&team, _pass_begin(B, rows * G * (D + H)))
+    partials = split_sums(&weights, team.parts, dtype)
     with nogil:
         fp_mode = fp_mode_fast_enter()
         pack_operands(&work)
@@ -1176,6 +1259,7 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
+        team_run(&team, add_partials_part, &weights)
         if db_ih is not None:
             # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
             add_to(&db_hh[0], &dbias[0], G)
@@ -1304,6 +1388,7 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0])
 
     team_init(&team, _pass_begin(B, <int64_t>T * B * H * (D + H)))
+    partials = split_sums(&weights, team.parts, dtype)
     with nogil:
         fp_mode = fp_mode_fast_enter()
         pack_operands(&work)
@@ -1312,6 +1397,7 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         team_run(&team, time_loop_part, &work)
         pack_products(&weights)
         team_run(&team, products_part, &weights)
+        team_run(&team, add_partials_part, &weights)
         if db_ih is not None:
             add_to(&db_ih[0], &dbias[0], H)
             add_to(&db_hh[0], &dbias[0], H)

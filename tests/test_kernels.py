@@ -261,9 +261,12 @@ def test_concurrent_calls_give_the_sequential_results():
         thread.start()
     for thread in threads:
         thread.join()
+    # One of the concurrent calls runs without the helper threads (another pass holds them), and
+    # the weight gradients sum over the rows in one slice per thread: equal up to rounding.
     for expected, actual in zip(sequential, concurrent):
         for name in expected:
-            assert_array_equal(actual[name], expected[name], err_msg=name)
+            scale = np.abs(expected[name]).max()
+            assert_allclose(actual[name], expected[name], rtol=1e-12, atol=1e-13 * scale, err_msg=name)
 
 
 def threaded_lstm_matches_reference():
