@@ -77,6 +77,10 @@ cdef extern from "gates.h" nogil:
                          int accumulate, float *c, int ldc)
     void matmul_packed_d(int m, int n, int k, const double *a, int lda, const double *packed,
                          int accumulate, double *c, int ldc)
+    void matmul_tn_f(int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                     int accumulate, float *c, int ldc)
+    void matmul_tn_d(int m, int n, int k, const double *a, int lda, const double *b, int ldb,
+                     int accumulate, double *c, int ldc)
 
     unsigned int fp_mode_fast_enter()
     void fp_mode_restore(unsigned int saved)

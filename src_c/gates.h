@@ -50,15 +50,18 @@
     size_t packed_size##S(int k, int n);                                                          \
     void pack_panels##S(int k, int n, const REAL *b, int ldb, int transposed, REAL *packed);      \
     void matmul_packed##S(int m, int n, int k, const REAL *a, int lda, const REAL *packed,        \
-                          int accumulate, REAL *c, int ldc);
+                          int accumulate, REAL *c, int ldc);                                      \
+    void matmul_tn##S(int m, int n, int k, const REAL *a, int lda, const REAL *b, int ldb,         \
+                      int accumulate, REAL *c, int ldc);
 
 FASTRNN_DECLARE_KERNELS(float, _f)
 FASTRNN_DECLARE_KERNELS(double, _d)
 
-/* Whether this CPU runs matmul_packed (AVX-512); when it does not, per-step products go to BLAS.
- * packed_size: values in the packed form of a (k, n) right operand. pack_panels: that form of B
- * (k, n), or of Bᵀ when B is given as (n, k) and `transposed`. matmul_packed: C := A.B (+ C when
- * accumulate) with B so packed. */
+/* Whether this CPU runs matmul_packed and matmul_tn (AVX-512); when it does not, all products go
+ * to BLAS. packed_size: values in the packed form of a (k, n) right operand. pack_panels: that
+ * form of B (k, n), or of Bᵀ when B is given as (n, k) and `transposed`. matmul_packed:
+ * C := A.B (+ C when accumulate) with B so packed. matmul_tn: C := Aᵀ.B (+ C when accumulate),
+ * A (k, m) and B (k, n) as they are. */
 int packed_matmul_supported(void);
 
 /* Flush-to-zero and denormals-are-zero on for the calling thread (x86 SSE; a no-op elsewhere).

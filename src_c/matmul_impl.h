@@ -1,5 +1,5 @@
-/* Per-step products on a packed right operand, written once for a scalar type (gates.c includes
- * this file for float and for double, like gates_impl.h).
+/* Per-step products on a packed right operand, and the weight gradients, written once for a
+ * scalar type (gates.c includes this file for float and for double, like gates_impl.h).
  *
  * A time loop multiplies by the same W_hh (or its transpose) at every step, a few dozen rows at
  * a time. BLAS packs its operands on every call, which at so few rows costs about as much as
@@ -115,6 +115,73 @@ void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL 
         }
     }
 }
+
+/* c[0:rows, 0:PANEL] += a[0:k, 0:rows]ᵀ . b[0:k, 0:PANEL]: the same register block as
+ * panel_block, fed by a sum of outer products, each of a row of a and a row of b. */
+ALWAYS_INLINE void SFX(outer_block)(const int rows, int k, const REAL *restrict a, int lda,
+                                    const REAL *restrict b, int ldb, REAL *restrict c, int ldc)
+{
+    SFX(vec) acc0[8], acc1[8];
+    for (int r = 0; r < rows; r++) {
+        acc0[r] = SFX(load)(c + (size_t)r * ldc);
+        acc1[r] = SFX(load)(c + (size_t)r * ldc + LANES);
+    }
+    for (int p = 0; p < k; p++) {
+        const SFX(vec) b0 = SFX(load)(b + (size_t)p * ldb);
+        const SFX(vec) b1 = SFX(load)(b + (size_t)p * ldb + LANES);
+        for (int r = 0; r < rows; r++) {
+            const REAL ar = a[(size_t)p * lda + r];
+            acc0[r] += ar * b0;
+            acc1[r] += ar * b1;
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        SFX(store)(c + (size_t)r * ldc, acc0[r]);
+        SFX(store)(c + (size_t)r * ldc + LANES, acc1[r]);
+    }
+}
+
+/* C := Aᵀ.B (+ C when accumulate), row-major, A (k, m), B (k, n): a weight gradient, summed over
+ * the k rows of a sequence. Both operands are read in place: a row of A gives the scalars of 8
+ * rows of C, a row of B the vectors of PANEL columns, so there is nothing to pack. The sum runs
+ * in chunks of K_CHUNK rows, whose blocks of A and B stay in cache while every block of C
+ * visits them. */
+#define K_CHUNK 128
+__attribute__((target("avx512f,fma")))
+void SFX(matmul_tn)(int m, int n, int k, const REAL *a, int lda, const REAL *b, int ldb,
+                    int accumulate, REAL *c, int ldc)
+{
+    const int wide = n - n % PANEL; /* columns in whole panels; the rest in plain loops */
+    if (!accumulate)
+        for (int i = 0; i < m; i++) memset(c + (size_t)i * ldc, 0, (size_t)n * sizeof(REAL));
+    for (int p0 = 0; p0 < k; p0 += K_CHUNK) {
+        const int kk = k - p0 < K_CHUNK ? k - p0 : K_CHUNK;
+        const REAL *ap = a + (size_t)p0 * lda, *bp = b + (size_t)p0 * ldb;
+        for (int i0 = 0; i0 < m; i0 += 8) {
+            const int rows = m - i0 < 8 ? m - i0 : 8;
+            for (int j0 = 0; j0 < wide; j0 += PANEL) {
+                REAL *cb = c + (size_t)i0 * ldc + j0;
+                switch (rows) {
+                case 8: SFX(outer_block)(8, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 7: SFX(outer_block)(7, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 6: SFX(outer_block)(6, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 5: SFX(outer_block)(5, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 4: SFX(outer_block)(4, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 3: SFX(outer_block)(3, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                case 2: SFX(outer_block)(2, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                default: SFX(outer_block)(1, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
+                }
+            }
+            for (int p = 0; p < kk; p++)
+                for (int r = 0; r < rows; r++) {
+                    const REAL ar = ap[(size_t)p * lda + i0 + r];
+                    REAL *cr = c + (size_t)(i0 + r) * ldc;
+                    for (int j = wide; j < n; j++) cr[j] += ar * bp[(size_t)p * ldb + j];
+                }
+        }
+    }
+}
+#undef K_CHUNK
 #undef ALWAYS_INLINE
 #else
 void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL *packed,
@@ -122,6 +189,14 @@ void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL 
 {
     /* never called: packed_matmul_supported() is 0 on this build */
     (void)m, (void)n, (void)k, (void)a, (void)lda, (void)packed, (void)accumulate, (void)c,
+        (void)ldc;
+}
+
+void SFX(matmul_tn)(int m, int n, int k, const REAL *a, int lda, const REAL *b, int ldb,
+                    int accumulate, REAL *c, int ldc)
+{
+    /* never called: packed_matmul_supported() is 0 on this build */
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)accumulate, (void)c,
         (void)ldc;
 }
 #endif
