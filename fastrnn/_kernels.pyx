@@ -945,6 +945,37 @@ cdef void pack_operands(const Work *w) noexcept nogil:
     pack_operand(&w.step_b[1], w.is_double)
 
 
+cdef int run_pass(Work *work, Products *products, int64_t macs) except -1:
+    """Run the phase of `work` with its whole-sequence products, in as many threads as
+    _pass_begin allows for `macs` multiply-adds and with flush-to-zero on: forward, the products
+    (the input projection) and then the time loop; backward, the time loop and then the products
+    (the gradients through all steps at once)."""
+    cdef Team team
+    cdef unsigned int fp_mode
+    cdef bint forward = work.phase in (LSTM_FORWARD, GRU_FORWARD, RNN_FORWARD)
+    team.parts = 1
+    parts = _pass_begin(work.B, macs)
+    try:
+        team_init(&team, parts)
+        partials = split_sums(products, team.parts, np.float64 if work.is_double else np.float32)
+        with nogil:
+            fp_mode = fp_mode_fast_enter()
+            pack_operands(work)
+            pack_products(products)
+            if not forward:
+                team_run(&team, time_loop_part, work)
+            team_run(&team, products_part, products)
+            if forward:
+                team_run(&team, time_loop_part, work)
+            else:
+                team_run(&team, add_partials_part, products)
+            fp_mode_restore(fp_mode)
+    finally:
+        _pass_end()
+        team_free(&team)
+    return 0
+
+
 # --- LSTM ------------------------------------------------------------------------------------
 
 def lstm_forward(x, state0, params, lengths, reverse):
@@ -967,10 +998,8 @@ cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                          const int64_t[::1] lengths, bint reverse):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 4 * H
     cdef int rev = reverse
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products projection
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the activated gates and the h and c sequences, (4 + 2) * T*B*H values
     # (and the initial state).
@@ -997,21 +1026,12 @@ cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             &gates[0, 0, 0], G)
     pack_last(&projection, panels_ptr(panels_ih))
 
-    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-        copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
-        pack_products(&projection)
-        team_run(&team, products_part, &projection)
-        work.phase = LSTM_FORWARD
-        team_run(&team, time_loop_part, &work)
-        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
-        copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+    copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
+    work.phase = LSTM_FORWARD
+    run_pass(&work, &projection, <int64_t>T * B * G * (D + H))
+    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+    copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
     cache = _make_cache(x.base, w_ih.base, w_hh.base, w_peep.base, base_or_none(lengths),
                         gates_array, hs_array, cs_array, None, reverse, False)
     return y_array, (h_n_array, c_n_array), cache
@@ -1039,10 +1059,8 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
                           floating[::1] db_hh, floating[:, ::1] dw_peep):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 4 * H
     cdef int rev = reverse, part
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products weights
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     dx_array = _empty((T, B, D), dtype)
     dgates_array = _empty((T, B, G), dtype)
@@ -1073,27 +1091,16 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
         # dbias = dgates.sum((0, 1))
         column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0])
 
-    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
-    partials = split_sums(&weights, team.parts, dtype)
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-        copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
-        work.phase = LSTM_BACKWARD
-        team_run(&team, time_loop_part, &work)
-        pack_products(&weights)
-        team_run(&team, products_part, &weights)
-        team_run(&team, add_partials_part, &weights)
-        if db_ih is not None:
-            add_to(&db_ih[0], &dbias[0], G)
-            add_to(&db_hh[0], &dbias[0], G)
-        if dw_peep is not None:
-            for part in range(team.parts):
-                add_to(&dw_peep[0, 0], &dpeep[part, 0], 3 * H)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+    copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
+    work.phase = LSTM_BACKWARD
+    run_pass(&work, &weights, <int64_t>T * B * G * (D + H))
+    if db_ih is not None:
+        add_to(&db_ih[0], &dbias[0], G)
+        add_to(&db_hh[0], &dbias[0], G)
+    if dw_peep is not None:
+        for part in range(MAX_PARTS):  # the rows of threads that did not run are zeros
+            add_to(&dw_peep[0, 0], &dpeep[part, 0], 3 * H)
     return dx_array, (dh_array, dc_array)
 
 
@@ -1115,10 +1122,8 @@ cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                         const int64_t[::1] lengths, bint reverse, bint reset_after):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 3 * H
     cdef int rev = reverse
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products projection
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the activated gates, the h sequence and per step either
     # hn = W_hn h_{t-1} + b_hn (reset_after) or r * h_{t-1}: (3 + 2) * T*B*H values (and the
@@ -1154,19 +1159,10 @@ cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             &gates[0, 0, 0], G)
     pack_last(&projection, panels_ptr(panels_ih))
 
-    team_init(&team, _pass_begin(B, <int64_t>T * B * G * (D + H)))
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-        pack_products(&projection)
-        team_run(&team, products_part, &projection)
-        work.phase = GRU_FORWARD
-        team_run(&team, time_loop_part, &work)
-        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+    work.phase = GRU_FORWARD
+    run_pass(&work, &projection, <int64_t>T * B * G * (D + H))
+    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
     cache = _make_cache(x.base, w_ih.base, w_hh.base, None, base_or_none(lengths), gates_array,
                         hs_array, None, extra_array, reverse, reset_after)
     return y_array, (h_n_array,), cache
@@ -1194,10 +1190,8 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
     cdef int rev = reverse
     cdef int64_t rows = <int64_t>T * B
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products weights
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     dx_array = _empty((T, B, D), dtype)
     # reset_after: the r, z, hn gradients (what W_hh sees) and dn, the n gradient (what W_ih
@@ -1262,28 +1256,17 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
             # dbias = dgates.sum((0, 1))
             column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
 
-    team_init(&team, _pass_begin(B, rows * G * (D + H)))
-    partials = split_sums(&weights, team.parts, dtype)
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-        work.phase = GRU_BACKWARD
-        team_run(&team, time_loop_part, &work)
-        pack_products(&weights)
-        team_run(&team, products_part, &weights)
-        team_run(&team, add_partials_part, &weights)
-        if db_ih is not None:
-            # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
-            add_to(&db_hh[0], &dbias[0], G)
-            if reset_after:
-                add_to(&db_ih[0], &dbias[0], 2 * H)
-                add_to(&db_ih[2 * H], &dbias_n[0], H)
-            else:
-                add_to(&db_ih[0], &dbias[0], G)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+    work.phase = GRU_BACKWARD
+    run_pass(&work, &weights, rows * G * (D + H))
+    if db_ih is not None:
+        # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
+        add_to(&db_hh[0], &dbias[0], G)
+        if reset_after:
+            add_to(&db_ih[0], &dbias[0], 2 * H)
+            add_to(&db_ih[2 * H], &dbias_n[0], H)
+        else:
+            add_to(&db_ih[0], &dbias[0], G)
     return dx_array, (dh_array,)
 
 
@@ -1306,10 +1289,8 @@ cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                         const int64_t[::1] lengths, bint reverse, bint relu):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1]
     cdef int rev = reverse
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products projection
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the h sequence only, T*B*H values; the input projection of step t is
     # computed into the slot that then receives h_t.
@@ -1332,19 +1313,10 @@ cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             &hs[1 - rev, 0, 0], H)
     pack_last(&projection, panels_ptr(panels_ih))
 
-    team_init(&team, _pass_begin(B, <int64_t>T * B * H * (D + H)))
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        pack_products(&projection)
-        team_run(&team, products_part, &projection)
-        copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-        work.phase = RNN_FORWARD
-        team_run(&team, time_loop_part, &work)
-        copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+    work.phase = RNN_FORWARD
+    run_pass(&work, &projection, <int64_t>T * B * H * (D + H))
+    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
     cache = _make_cache(x.base, w_ih.base, w_hh.base, None, base_or_none(lengths), None,
                         hs_array, None, None, reverse, relu)
     return y_array, (h_n_array,), cache
@@ -1370,10 +1342,8 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
                          floating[::1] db_hh):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2]
     cdef int rev = reverse
-    cdef unsigned int fp_mode
     cdef Work work
     cdef Products weights
-    cdef Team team
     dtype = np.float32 if floating is float else np.float64
     dx_array = _empty((T, B, D), dtype)
     dpre_array = _empty((T, B, H), dtype)
@@ -1400,21 +1370,10 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
         # dbias = dpre.sum((0, 1))
         column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0])
 
-    team_init(&team, _pass_begin(B, <int64_t>T * B * H * (D + H)))
-    partials = split_sums(&weights, team.parts, dtype)
-    with nogil:
-        fp_mode = fp_mode_fast_enter()
-        pack_operands(&work)
-        copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-        work.phase = RNN_BACKWARD
-        team_run(&team, time_loop_part, &work)
-        pack_products(&weights)
-        team_run(&team, products_part, &weights)
-        team_run(&team, add_partials_part, &weights)
-        if db_ih is not None:
-            add_to(&db_ih[0], &dbias[0], H)
-            add_to(&db_hh[0], &dbias[0], H)
-        fp_mode_restore(fp_mode)
-    _pass_end()
-    team_free(&team)
+    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+    work.phase = RNN_BACKWARD
+    run_pass(&work, &weights, <int64_t>T * B * H * (D + H))
+    if db_ih is not None:
+        add_to(&db_ih[0], &dbias[0], H)
+        add_to(&db_hh[0], &dbias[0], H)
     return dx_array, (dh_array,)
