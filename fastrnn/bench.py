@@ -220,7 +220,8 @@ def cython_threading(threads):
                 else "single-threaded BLAS calls")
     return (f"cython: each pass splits the batch over up to {threads} threads (the BLAS thread setting), "
             f"each running the whole time loop on its rows; per-step products in {products}; "
-            "whole-sequence products split by rows over the same threads")
+            "whole-sequence products split over the same threads (by rows of the result; the weight "
+            "gradients by the rows they sum over)")
 
 
 def _blas_threads():

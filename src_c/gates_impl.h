@@ -62,10 +62,15 @@ static inline void SFX(lstm_forward_row)(int H, REAL *restrict g, const REAL *re
                                   REAL *restrict c, REAL *restrict y)
 {
     REAL *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H, *restrict go = g + 3 * H;
+    /* Two loops, not one: i, f and g do not depend on each other, and the CPU overlaps the long
+     * latencies of their exp and division only across iterations it holds at once (one step of
+     * 8 rows, H = 64: 1.39 -> 1.09 us). */
     for (int j = 0; j < H; j++) {
         gi[j] = SIGMOID(gi[j] + p[j] * c_prev[j]);
         gf[j] = SIGMOID(gf[j] + p[H + j] * c_prev[j]);
         gg[j] = TANH(gg[j]);
+    }
+    for (int j = 0; j < H; j++) {
         c[j] = gf[j] * c_prev[j] + gi[j] * gg[j];
         go[j] = SIGMOID(go[j] + p[2 * H + j] * c[j]);
         h[j] = go[j] * TANH(c[j]);
@@ -165,13 +170,15 @@ static inline void SFX(gru_forward_row)(int H, REAL *restrict g, const REAL *res
                                  const REAL *restrict h_prev, REAL *restrict h,
                                  REAL *restrict y)
 {
-    REAL *restrict r = g, *restrict z = g + H, *restrict n = g + 2 * H;
-    for (int j = 0; j < H; j++) {
-        r[j] = SIGMOID(r[j]);
-        z[j] = SIGMOID(z[j]);
-        n[j] = TANH(n[j] + r[j] * hn[j]);
-        h[j] = (1 - z[j]) * n[j] + z[j] * h_prev[j];
-        y[j] = h[j];
+    SFX(sigmoid_row)(g, 2 * H); /* r and z in a loop of their own, as in lstm_forward_row */
+    {
+        const REAL *restrict r = g, *restrict z = g + H;
+        REAL *restrict n = g + 2 * H;
+        for (int j = 0; j < H; j++) {
+            n[j] = TANH(n[j] + r[j] * hn[j]);
+            h[j] = (1 - z[j]) * n[j] + z[j] * h_prev[j];
+            y[j] = h[j];
+        }
     }
 }
 
