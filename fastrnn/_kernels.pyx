@@ -439,7 +439,10 @@ cdef struct Product:
 
 
 cdef struct ColumnSum:
-    # acc += A.sum(axis=0), A (rows, n) with row stride lda; acc is float64
+    # acc[0] += A.sum(axis=0), A (rows, n) with row stride lda; acc is float64 (MAX_PARTS, n),
+    # zeros. Like the weight gradients, the threads split the rows: part q sums its slice (the
+    # rows its weight gradients just read) into acc[q], and add_partials_part folds those into
+    # acc[0]. (Split by columns, every thread read every row, half of them from the other core.)
     int64_t rows
     int n, lda
     const void *a
@@ -448,7 +451,7 @@ cdef struct ColumnSum:
 
 cdef struct Products:
     # The whole-sequence products of a phase, done in order; each thread takes a slice of the
-    # rows of every product's C and a slice of the columns of every column sum.
+    # rows of every product's C (or of the sum, see Product) and of the rows of every column sum.
     bint is_double
     int count, sums
     Product items[MAX_PRODUCTS]
@@ -476,7 +479,7 @@ cdef void pack_last(Products *products, void *panels) noexcept:
 
 cdef void column_sum(Products *products, int64_t rows, int n, const void *a, int lda,
                      double *acc) noexcept:
-    """Append acc += A.sum(axis=0) to `products`."""
+    """Append acc[0] += A.sum(axis=0) to `products`; acc is (MAX_PARTS, n), zeros."""
     cdef ColumnSum *s = &products.column_sums[products.sums]
     s.rows, s.n, s.a, s.lda, s.acc = rows, n, a, lda, acc
     products.sums += 1
@@ -558,15 +561,14 @@ cdef void product_rows(const Product *p, int r0, int r1, const floating *a) noex
          1 if p.accumulate else 0, <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
 
 
-cdef void column_sum_columns(const ColumnSum *s, int j0, int j1,
-                             const floating *a) noexcept nogil:
-    """Columns j0 .. j1-1 of acc += A.sum(axis=0); a is s.a."""
-    if j1 <= j0:
-        return
+cdef void column_sum_rows(const ColumnSum *s, int part, int parts, const floating *a) noexcept nogil:
+    """Part `part` of `parts` of acc[0] += A.sum(axis=0): its slice of the rows into acc[part];
+    a is s.a."""
+    cdef int64_t r0 = part * s.rows // parts, r1 = (part + 1) * s.rows // parts
     if floating is float:
-        colsum_f(s.rows, j1 - j0, a + j0, s.lda, s.acc + j0)
+        colsum_f(r1 - r0, s.n, a + r0 * s.lda, s.lda, s.acc + <int64_t>part * s.n)
     else:
-        colsum_d(s.rows, j1 - j0, a + j0, s.lda, s.acc + j0)
+        colsum_d(r1 - r0, s.n, a + r0 * s.lda, s.lda, s.acc + <int64_t>part * s.n)
 
 
 cdef void products_part(void *work, int part, int parts) noexcept nogil:
@@ -590,19 +592,18 @@ cdef void products_part(void *work, int part, int parts) noexcept nogil:
     for i in range(products.sums):
         s = &products.column_sums[i]
         if products.is_double:
-            column_sum_columns(s, part_start(part, parts, s.n), part_start(part + 1, parts, s.n),
-                               <const double *>s.a)
+            column_sum_rows(s, part, parts, <const double *>s.a)
         else:
-            column_sum_columns(s, part_start(part, parts, s.n), part_start(part + 1, parts, s.n),
-                               <const float *>s.a)
+            column_sum_rows(s, part, parts, <const float *>s.a)
 
 
 cdef void add_partials_part(void *work, int part, int parts) noexcept nogil:
-    """After products_part: add the partial sums of the weight gradients into their C, each part
-    taking a slice of the rows."""
+    """After products_part: add the partial sums of the weight gradients into their C and those
+    of the column sums into their acc[0], each part taking a slice of the rows (columns)."""
     cdef Products *products = <Products *>work
     cdef const Product *p
-    cdef int i
+    cdef const ColumnSum *s
+    cdef int i, q, j
     for i in range(products.count):
         p = &products.items[i]
         if p.partials == NULL:
@@ -613,6 +614,11 @@ cdef void add_partials_part(void *work, int part, int parts) noexcept nogil:
         else:
             add_partials_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
                               parts, <float *>p.c)
+    for i in range(products.sums):
+        s = &products.column_sums[i]
+        for q in range(1, parts):
+            for j in range(part_start(part, parts, s.n), part_start(part + 1, parts, s.n)):
+                s.acc[j] += s.acc[<int64_t>q * s.n + j]
 
 
 cdef void add_to(floating *out, const double *acc, int n) noexcept nogil:
@@ -1082,7 +1088,7 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
     dc_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array
     cdef floating[:, ::1] dh = dh_array, dc = dc_array
-    cdef double[::1] dbias = np.zeros(G)
+    cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, 3 * H))  # one accumulator per thread
     cdef floating[::1] panels = _panels(G, H, dtype)
     cdef floating[::1] panels_ih = _product_panels(T * B, G, D, dtype)
@@ -1103,15 +1109,15 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
             &dw_hh[0, 0], H)
     if db_ih is not None:
         # dbias = dgates.sum((0, 1))
-        column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0])
+        column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0, 0])
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
     work.phase = LSTM_BACKWARD
     run_pass(&work, &weights, <int64_t>T * B * G * (D + H))
     if db_ih is not None:
-        add_to(&db_ih[0], &dbias[0], G)
-        add_to(&db_hh[0], &dbias[0], G)
+        add_to(&db_ih[0], &dbias[0, 0], G)
+        add_to(&db_hh[0], &dbias[0, 0], G)
     if dw_peep is not None:
         for part in range(MAX_PARTS):  # the rows of threads that did not run are zeros
             add_to(&dw_peep[0, 0], &dpeep[part, 0], 3 * H)
@@ -1215,8 +1221,8 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     dh_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array, dn = dn_array
     cdef floating[:, ::1] dh = dh_array
-    cdef double[::1] dbias = np.zeros(G)
-    cdef double[::1] dbias_n = np.zeros(H)
+    cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
+    cdef double[:, ::1] dbias_n = np.zeros((MAX_PARTS, H))
     cdef floating[::1] panels = _panels(G if reset_after else 2 * H, H, dtype)
     cdef floating[::1] panels_n = None if reset_after else _panels(H, H, dtype)
     # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
@@ -1255,8 +1261,8 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
                 True, &dw_hh[0, 0], H)
         if db_ih is not None:
             # dbias = dgates.sum((0, 1)); dbias_n = dn.sum((0, 1))
-            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
-            column_sum(&weights, rows, H, &dn[0, 0, 0], H, &dbias_n[0])
+            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0, 0])
+            column_sum(&weights, rows, H, &dn[0, 0, 0], H, &dbias_n[0, 0])
     else:
         # dx = dgates @ w_ih; dw_ih += dgates.T @ x
         input_gradient_products(&weights, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
@@ -1268,19 +1274,19 @@ cdef tuple _gru_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
                 True, &dw_hh[2 * H, 0], H)
         if db_ih is not None:
             # dbias = dgates.sum((0, 1))
-            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0])
+            column_sum(&weights, rows, G, &dgates[0, 0, 0], G, &dbias[0, 0])
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     work.phase = GRU_BACKWARD
     run_pass(&work, &weights, rows * G * (D + H))
     if db_ih is not None:
         # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
-        add_to(&db_hh[0], &dbias[0], G)
+        add_to(&db_hh[0], &dbias[0, 0], G)
         if reset_after:
-            add_to(&db_ih[0], &dbias[0], 2 * H)
-            add_to(&db_ih[2 * H], &dbias_n[0], H)
+            add_to(&db_ih[0], &dbias[0, 0], 2 * H)
+            add_to(&db_ih[2 * H], &dbias_n[0, 0], H)
         else:
-            add_to(&db_ih[0], &dbias[0], G)
+            add_to(&db_ih[0], &dbias[0, 0], G)
     return dx_array, (dh_array,)
 
 
@@ -1364,7 +1370,7 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     dh_array = _empty((B, H), dtype)
     cdef floating[:, :, ::1] dx = dx_array, dpre = dpre_array
     cdef floating[:, ::1] dh = dh_array
-    cdef double[::1] dbias = np.zeros(H)
+    cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, H))  # see ColumnSum
     cdef floating[::1] panels = _panels(H, H, dtype)
     cdef floating[::1] panels_ih = _product_panels(T * B, H, D, dtype)
 
@@ -1382,12 +1388,12 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
             &dw_hh[0, 0], H)
     if db_ih is not None:
         # dbias = dpre.sum((0, 1))
-        column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0])
+        column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0, 0])
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     work.phase = RNN_BACKWARD
     run_pass(&work, &weights, <int64_t>T * B * H * (D + H))
     if db_ih is not None:
-        add_to(&db_ih[0], &dbias[0], H)
-        add_to(&db_hh[0], &dbias[0], H)
+        add_to(&db_ih[0], &dbias[0, 0], H)
+        add_to(&db_hh[0], &dbias[0, 0], H)
     return dx_array, (dh_array,)
