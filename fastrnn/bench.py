@@ -195,6 +195,7 @@ def run(args):
                 for name, values in medians.items():
                     row[f"{name}_ms"] = 1e3 * float(np.median(values))
                     row[f"{name}_spread"] = max(values) / min(values)
+                    row[f"{name}_rounds_ms"] = [1e3 * value for value in values]
                 if "cython_ms" in row:
                     for peer in ("reference", "torch"):
                         if f"{peer}_ms" in row:
