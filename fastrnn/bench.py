@@ -1,7 +1,7 @@
 """`python -m fastrnn bench`: the performance table of SPEC §7.
 
 Every implementation runs the same float32 pass on the same arrays, in one process, with the
-repeats interleaved (cython, reference, torch, cython, ...) so that a slow spell of this shared
+repeats interleaved (cython, reference, torch, jax, cython, ...) so that a slow spell of this shared
 machine hits all of them alike. Each cell of the table is the median over rounds of the per-round
 median time; `spread` is the largest over the smallest per-round median of the cython rows.
 """
@@ -42,6 +42,7 @@ def add_arguments(parser):
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="interleaved rounds per measurement (default: 7, or 3 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
+    parser.add_argument("--no-jax", action="store_true", help="leave JAX out even when installed")
     parser.add_argument("--no-reference", action="store_true", help="leave the NumPy reference out")
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE as JSON")
 
@@ -106,6 +107,61 @@ def _torch_pass(torch, cell, shape, mode, seed=0):
     return step
 
 
+def _jax_step(jnp, cell):
+    """One step of `cell` in JAX, PyTorch's equations: (w_hh, b_hh, state, x_t.W_ihᵀ + b_ih) ->
+    (state, h)."""
+    sigmoid = lambda v: 1 / (1 + jnp.exp(-v))  # noqa: E731
+
+    def lstm(w_hh, b_hh, state, xw):
+        h, c = state
+        i, f, g, o = jnp.split(xw + h @ w_hh.T + b_hh, 4, axis=-1)
+        c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+        h = sigmoid(o) * jnp.tanh(c)
+        return (h, c), h
+
+    def gru(w_hh, b_hh, state, xw):
+        (h,) = state
+        xr, xz, xn = jnp.split(xw, 3, axis=-1)
+        hr, hz, hn = jnp.split(h @ w_hh.T + b_hh, 3, axis=-1)
+        r, z = sigmoid(xr + hr), sigmoid(xz + hz)
+        h = (1 - z) * jnp.tanh(xn + r * hn) + z * h
+        return (h,), h
+
+    def rnn(w_hh, b_hh, state, xw):
+        (h,) = state
+        h = jnp.tanh(xw + h @ w_hh.T + b_hh)
+        return (h,), h
+    return {"lstm": lstm, "gru": gru, "rnn": rnn}[cell]
+
+
+def _jax_pass(jax, cell, shape, mode, seed=0):
+    """The pass in JAX, as the issue measured it: the input projection of all steps, then the
+    step under jax.lax.scan, jit-compiled; forward+backward is jax.grad of sum(y * dy)."""
+    import jax.numpy as jnp
+    steps, batch, inputs, hidden = shape
+    gate_rows = CELLS[cell][1] * hidden
+    rng = np.random.default_rng(seed)
+    bound = 1 / np.sqrt(hidden)
+    params = {name: jnp.asarray(rng.uniform(-bound, bound, size).astype(np.float32))
+              for name, size in (("w_ih", (gate_rows, inputs)), ("w_hh", (gate_rows, hidden)),
+                                 ("b_ih", (gate_rows,)), ("b_hh", (gate_rows,)))}
+    x = jnp.asarray(rng.standard_normal((steps, batch, inputs), dtype=np.float32))
+    dy = jnp.asarray(rng.standard_normal((steps, batch, hidden), dtype=np.float32))
+    state0 = tuple(jnp.zeros((batch, hidden), jnp.float32) for _ in range(2 if cell == "lstm" else 1))
+    step = _jax_step(jnp, cell)
+
+    def outputs(params, x):
+        xw = x @ params["w_ih"].T + params["b_ih"]
+        return jax.lax.scan(lambda state, xw_t: step(params["w_hh"], params["b_hh"], state, xw_t),
+                            state0, xw)[1]
+
+    if mode == "forward":
+        forward = jax.jit(outputs)
+        return lambda: forward(params, x).block_until_ready()
+    gradients = jax.jit(jax.grad(lambda params, x: jnp.sum(outputs(params, x) * dy), argnums=(0, 1)))
+    return lambda: jax.block_until_ready(gradients(params, x))
+
+
 def _calls_per_round(fn, budget):
     """How many calls fit in `budget` seconds (at least 1), from one warm-up call."""
     elapsed = _seconds(fn)
@@ -159,11 +215,18 @@ def run(args):
     threads = _blas_threads()
     if torch is not None:
         torch.set_num_threads(threads)
+    jax = None
+    if not args.no_jax:
+        try:
+            import jax
+        except ImportError:
+            jax = None
 
     rate = gemm_rate()
     print(f"fastrnn {fastrnn.__version__} bench: float32, {rounds} interleaved rounds, medians")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}" + (f", torch {torch.__version__} ({threads} threads)" if torch else ""))
+          f"NumPy {np.__version__}" + (f", torch {torch.__version__} ({threads} threads)" if torch else "")
+          + (f", jax {jax.__version__} (XLA's own CPU threads)" if jax else ""))
     for line in blas_info():
         print(f"BLAS: {line}")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
@@ -173,10 +236,10 @@ def run(args):
     if "cython" in backends:
         print(cython_threading(threads))
     else:
-        print("cython backend not available: only the reference and torch are timed")
+        print("cython backend not available: only the reference and the peers are timed")
 
     header = (f"{'cell':5} {'mode':16} {'T,B,D,H':18} {'cython ms':>10} {'ref ms':>9} {'torch ms':>9} "
-              f"{'x ref':>7} {'x torch':>8} {'GEMM %':>7} {'spread':>7}")
+              f"{'jax ms':>9} {'x ref':>7} {'x torch':>8} {'x jax':>7} {'GEMM %':>7} {'spread':>7}")
     print(header)
     print("-" * len(header))
     results = []
@@ -190,6 +253,8 @@ def run(args):
                     passes["reference"] = _fastrnn_pass(cell, shape, "reference", mode)
                 if torch is not None:
                     passes["torch"] = _torch_pass(torch, cell, shape, mode)
+                if jax is not None:
+                    passes["jax"] = _jax_pass(jax, cell, shape, mode)
                 medians = measure(passes, rounds, budget)
                 row = {"cell": cell, "mode": mode, "shape": list(shape)}
                 for name, values in medians.items():
@@ -197,7 +262,7 @@ def run(args):
                     row[f"{name}_spread"] = max(values) / min(values)
                     row[f"{name}_rounds_ms"] = [1e3 * value for value in values]
                 if "cython_ms" in row:
-                    for peer in ("reference", "torch"):
+                    for peer in ("reference", "torch", "jax"):
                         if f"{peer}_ms" in row:
                             row[f"speedup_vs_{peer}"] = row[f"{peer}_ms"] / row["cython_ms"]
                     row["gemm_share"] = matmul_flops(cell, shape, mode) / (row["cython_ms"] / 1e3) / rate
@@ -206,7 +271,8 @@ def run(args):
 
     if args.json:
         summary = {"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
-                   "torch": getattr(torch, "__version__", None), "results": results}
+                   "torch": getattr(torch, "__version__", None), "jax": getattr(jax, "__version__", None),
+                   "results": results}
         if not write_json(args.json, summary, "bench"):
             return 2
         print(f"wrote {args.json}")
@@ -239,7 +305,8 @@ def _format_row(row):
         return f"{row[key]:{width}{fmt}}" if key in row else f"{'-':>{width}}"
     shape = ",".join(str(v) for v in row["shape"])
     return (f"{row['cell']:5} {row['mode']:16} {shape:18} {cell('cython_ms', '.3f', 10)} "
-            f"{cell('reference_ms', '.3f', 9)} {cell('torch_ms', '.3f', 9)} "
+            f"{cell('reference_ms', '.3f', 9)} {cell('torch_ms', '.3f', 9)} {cell('jax_ms', '.3f', 9)} "
             f"{cell('speedup_vs_reference', '.1f', 7)} {cell('speedup_vs_torch', '.2f', 8)} "
+            f"{cell('speedup_vs_jax', '.2f', 7)} "
             + (f"{100 * row['gemm_share']:6.0f}%" if "gemm_share" in row else f"{'-':>7}")
             + f" {cell('cython_spread', '.2f', 7)}")

@@ -16,7 +16,7 @@ def test_matmul_flops_counts_the_input_and_recurrent_products():
 
 def test_bench_writes_every_row_to_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_cli("bench", "--quick", "--rounds", "2", "--no-torch", "--shapes", "3,2,4,5;2,1,3,3",
+    result = run_cli("bench", "--quick", "--rounds", "2", "--no-torch", "--no-jax", "--shapes", "3,2,4,5;2,1,3,3",
                      "--cells", "gru,rnn", "--json", out)
     assert result.returncode == 0, result.stderr
     assert "GFLOP/s" in result.stdout
@@ -36,7 +36,8 @@ def test_bench_writes_every_row_to_json(tmp_path):
 
 def test_bench_help_lists_every_option():
     result = run_cli("bench", "--help")
-    for option in ("--quick", "--json", "--cells", "--shapes", "--rounds", "--no-torch", "--no-reference"):
+    for option in ("--quick", "--json", "--cells", "--shapes", "--rounds", "--no-torch", "--no-jax",
+                   "--no-reference"):
         assert option in result.stdout
 
 
