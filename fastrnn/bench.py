@@ -5,11 +5,10 @@ repeats interleaved (cython, reference, torch, jax, cython, ...) so that a slow 
 machine hits all of them alike. Each cell of the table is the median over rounds of the per-round
 median time; `spread` is the largest over the smallest per-round median of the cython rows.
 """
+import argparse
 import os
 import platform
 import time
-
-import argparse
 
 import numpy as np
 
@@ -110,7 +109,8 @@ def _torch_pass(torch, cell, shape, mode, seed=0):
 def _jax_step(jnp, cell):
     """One step of `cell` in JAX, PyTorch's equations: (w_hh, b_hh, state, x_t.W_ihᵀ + b_ih) ->
     (state, h)."""
-    sigmoid = lambda v: 1 / (1 + jnp.exp(-v))  # noqa: E731
+    def sigmoid(v):
+        return 1 / (1 + jnp.exp(-v))
 
     def lstm(w_hh, b_hh, state, xw):
         h, c = state
