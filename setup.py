@@ -30,8 +30,9 @@ extension = Extension(
     # No -march=native (wheels must run anywhere), no -ffast-math (parity needs IEEE). -O3 turns
     # on the vectoriser for the gate loops; -fno-trapping-math (value-safe: it only lets the
     # compiler assume FP exceptions are not trapped) lets it vectorise the branch-free exp/tanh.
-    # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which CPython needs and this code
-    # does not: under it the LSTM gate kernel ran 1.5x slower (one step of 8 rows, H = 64).
+    # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which CPython's code needs and this
+    # extension's (the C kernels and Cython's output) does not: under it the LSTM gate kernel
+    # ran 1.5x slower (one step of 8 rows, H = 64).
     extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-wrapv"],
 )
 

@@ -51,6 +51,11 @@ cdef enum:
     # BLAS's packing while they stay in cache: forward+backward 4-15 % faster for products of
     # (M + N) <= 512 floats, even at 640, 2-7 % slower from 1280 on.
     OUTER_MAX_BYTES = 640 * 4
+    # Weight gradients are split among threads by the rows they sum over (see Product) from this
+    # many rows on; over fewer, adding up the threads' partial sums would cost about as much as
+    # the product (two threads were slower than one at T*B = 16, D = H = 1024), so their threads
+    # split the rows of C instead.
+    SPLIT_SUM_MIN_ROWS = 512
     SPIN_TRIES = 2000  # tries of a lock before blocking on it, see acquire
 
 
@@ -426,9 +431,10 @@ cdef struct Product:
     # is packed there once and the rows of C come from matmul_packed instead of BLAS.
     # op(A) = Aᵀ (then op(B) = B) is a weight gradient, a sum over all T*B rows: the threads split
     # that sum, not the rows of C, and part q > 0 writes its share into block q - 1 of
-    # `partials`, which split_sums sets for a team of more than one thread. (Split by rows of C,
-    # BLAS packed all of B again in every thread: splitting the sum made backward 5-8 % faster
-    # at (T, B, D, H) = (100, 64, 256, 256) and (50, 64, 512, 512).)
+    # `partials`, which split_sums sets for a team of more than one thread and a sum of at least
+    # SPLIT_SUM_MIN_ROWS rows. (Split by rows of C, BLAS packed all of B again in every thread:
+    # splitting the sum made backward 5-8 % faster at (T, B, D, H) = (100, 64, 256, 256) and
+    # (50, 64, 512, 512).) The gradients then differ by rounding with the number of threads.
     bint trans_a, trans_b, accumulate
     int m, n, k, lda, ldb, ldc
     const void *a
@@ -485,50 +491,64 @@ cdef void column_sum(Products *products, int64_t rows, int n, const void *a, int
     products.sums += 1
 
 
+cdef inline bint sum_is_split(const Product *p, int parts) noexcept nogil:
+    return p.trans_a and parts > 1 and p.k >= SPLIT_SUM_MIN_ROWS
+
+
 cdef object split_sums(Products *products, int parts, dtype):
-    """Give the weight gradients of `products` the partial sums of parts 1 .. parts - 1 (see
-    Product); returns the buffer, which must live until the products have run."""
+    """Give the weight gradients of `products` whose sum the threads split the partial sums of
+    parts 1 .. parts - 1 (see Product); returns their buffer (None if there are none), which must
+    live until the products have run."""
     cdef int64_t size = 0
     cdef int i
     cdef Product *p
-    if parts < 2:
-        return None
     for i in range(products.count):
-        if products.items[i].trans_a:
+        if sum_is_split(&products.items[i], parts):
             size += <int64_t>products.items[i].m * products.items[i].n
+    if size == 0:
+        return None
     buffer = _empty(((parts - 1) * size,), dtype)
     cdef char *start = <char *><uintptr_t>buffer.ctypes.data
     for i in range(products.count):
         p = &products.items[i]
-        if p.trans_a:
+        if sum_is_split(p, parts):
             p.partials = start
             start += (parts - 1) * <int64_t>p.m * p.n * buffer.itemsize
     return buffer
 
 
-cdef void product_sum_slice(const Product *p, int part, int parts, const floating *a) noexcept nogil:
-    """Part `part` of `parts` of C := Aᵀ.B (+ C): the sum over its slice of the K rows of A and B,
-    into C (part 0) or into its block of p.partials."""
-    cdef int k0 = part_start(part, parts, p.k), k1 = part_start(part + 1, parts, p.k)
-    cdef floating *c = <floating *>p.c
-    cdef int ldc = p.ldc
-    cdef bint accumulate = p.accumulate
-    if part > 0:
-        c = <floating *>p.partials + (part - 1) * <int64_t>p.m * p.n
-        ldc, accumulate = p.n, False
-        if k1 <= k0:
-            memset(c, 0, <size_t>p.m * p.n * sizeof(floating))
-            return
-    elif k1 <= k0:
-        return
-    a = a + <int64_t>k0 * p.lda
-    cdef const floating *b = <const floating *>p.b + <int64_t>k0 * p.ldb
+cdef void weight_gradient(const Product *p, int m, int k, const floating *a, const floating *b,
+                          bint accumulate, floating *c, int ldc) noexcept nogil:
+    """C (m, p.n) := Aᵀ.B (+ C when accumulate), A (k, m) and B (k, p.n) with p's strides: part of
+    the weight gradient p, in matmul_tn when p is narrow enough (OUTER_MAX_BYTES), else BLAS."""
     if not _packed_products or (p.m + p.n) * sizeof(floating) > OUTER_MAX_BYTES:
-        gemm(True, False, p.m, p.n, k1 - k0, 1, a, p.lda, b, p.ldb, 1 if accumulate else 0, c, ldc)
+        gemm(True, False, m, p.n, k, 1, a, p.lda, b, p.ldb, 1 if accumulate else 0, c, ldc)
     elif floating is float:
-        matmul_tn_f(p.m, p.n, k1 - k0, a, p.lda, b, p.ldb, accumulate, c, ldc)
+        matmul_tn_f(m, p.n, k, a, p.lda, b, p.ldb, accumulate, c, ldc)
     else:
-        matmul_tn_d(p.m, p.n, k1 - k0, a, p.lda, b, p.ldb, accumulate, c, ldc)
+        matmul_tn_d(m, p.n, k, a, p.lda, b, p.ldb, accumulate, c, ldc)
+
+
+cdef void weight_gradient_part(const Product *p, int part, int parts,
+                               const floating *a) noexcept nogil:
+    """Part `part` of `parts` of the weight gradient p, C := Aᵀ.B (+ C); a is p.a. With partial
+    sums, the sum over its slice of the K rows of A and B (none is empty: K >= SPLIT_SUM_MIN_ROWS),
+    into C (part 0) or into its block of p.partials; otherwise its slice of the rows of C."""
+    cdef const floating *b = <const floating *>p.b
+    cdef int k0, k1, r0, r1
+    if p.partials == NULL:
+        r0, r1 = part_start(part, parts, p.m), part_start(part + 1, parts, p.m)
+        if r1 > r0:
+            weight_gradient(p, r1 - r0, p.k, a + r0, b, p.accumulate,
+                            <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
+        return
+    k0, k1 = part_start(part, parts, p.k), part_start(part + 1, parts, p.k)
+    a, b = a + <int64_t>k0 * p.lda, b + <int64_t>k0 * p.ldb
+    if part == 0:
+        weight_gradient(p, p.m, k1 - k0, a, b, p.accumulate, <floating *>p.c, p.ldc)
+    else:
+        weight_gradient(p, p.m, k1 - k0, a, b, False,
+                        <floating *>p.partials + (part - 1) * <int64_t>p.m * p.n, p.n)
 
 
 cdef void add_partials_rows(const Product *p, int r0, int r1, int parts,
@@ -580,9 +600,9 @@ cdef void products_part(void *work, int part, int parts) noexcept nogil:
         p = &products.items[i]
         if p.trans_a:
             if products.is_double:
-                product_sum_slice(p, part, parts, <const double *>p.a)
+                weight_gradient_part(p, part, parts, <const double *>p.a)
             else:
-                product_sum_slice(p, part, parts, <const float *>p.a)
+                weight_gradient_part(p, part, parts, <const float *>p.a)
         elif products.is_double:
             product_rows(p, part_start(part, parts, p.m), part_start(part + 1, parts, p.m),
                          <const double *>p.a)
@@ -968,16 +988,15 @@ cdef int run_pass(Work *work, Products *products, int64_t macs) except -1:
     """Run the phase of `work` with its whole-sequence products, in as many threads as
     _pass_begin allows for `macs` multiply-adds and with flush-to-zero on: the packing of the
     operands, then forward, the products (the input projection) and the time loop; backward, the
-    time loop and the products (the gradients through all steps at once)."""
+    time loop, the products (the gradients through all steps at once) and the adding up of the
+    threads' partial sums."""
     cdef Team team
     cdef Pass pass_
     cdef unsigned int fp_mode
     cdef bint forward = work.phase in (LSTM_FORWARD, GRU_FORWARD, RNN_FORWARD)
     pass_.work, pass_.products = work, products
-    team.parts = 1
-    parts = _pass_begin(work.B, macs)
+    team_init(&team, _pass_begin(work.B, macs))
     try:
-        team_init(&team, parts)
         partials = split_sums(products, team.parts, np.float64 if work.is_double else np.float32)
         with nogil:
             fp_mode = fp_mode_fast_enter()

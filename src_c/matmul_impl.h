@@ -16,9 +16,9 @@
 
 size_t SFX(packed_size)(int k, int n) { return (size_t)((n + PANEL - 1) / PANEL) * PANEL * k; }
 
-/* Bᵀ is read in blocks of TRANSPOSE_BLOCK of its rows (columns of the panel), so that the lines
- * written stay in cache until they are full: element by element down the whole panel this was
- * ~1.5 ns a value, 0.7 ms of every pass at H = 512. */
+/* B is copied a row segment at a time (2-3x faster than value by value). Bᵀ, stored (n, k), is
+ * copied in blocks of TRANSPOSE_BLOCK of its columns (rows of the panel): each of its rows gives
+ * one cache line to the block, whose panel rows, written a value at a time, stay in cache. */
 #define TRANSPOSE_BLOCK 16
 void SFX(pack_panels)(int k, int n, const REAL *b, int ldb, int transposed, REAL *packed)
 {

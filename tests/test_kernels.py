@@ -136,19 +136,29 @@ def test_matches_reference(case, shape, dtype, step_products):
 
 # Large enough for a pass to split its batch among threads (MIN_ROWS rows each, PARALLEL_MACS
 # multiply-adds in all, see _kernels.pyx), with 16 rows per thread: two blocks of matmul_packed.
-THREADED = {"rnn": (30, 32, 64, 256), "lstm": (26, 32, 64, 128), "gru": (34, 32, 64, 128)}
+# Passes large enough to be split among threads (2**24 multiply-adds, 8 batch rows a thread).
+# The first shape of each cell has T*B >= SPLIT_SUM_MIN_ROWS (512), so the threads split the
+# weight gradients' sums; the last has fewer rows, so they split the rows of the gradients.
+# Between them, the weight gradients run both in matmul_tn ((M + N) <= 640) and in BLAS.
+THREADED = {
+    "rnn": [(30, 32, 64, 256), (3, 64, 256, 256)],
+    "lstm": [(26, 32, 64, 128), (40, 16, 64, 64), (5, 32, 128, 128)],
+    "gru": [(34, 32, 64, 128), (6, 32, 128, 128)],
+}
+THREADED_CASES = [(case, shape) for case in CASES for shape in THREADED[CASES[case][0]]]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_matches_reference_when_split_among_threads(case, step_products):
-    T, B, D, H = THREADED[CASES[case][0]]
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("case", "shape"), THREADED_CASES)
+def test_matches_reference_when_split_among_threads(case, shape, dtype, step_products):
+    T, B, D, H = shape
     rng = np.random.default_rng(11)
-    problem = make_problem(case, rng, np.float64, T, B, D, H, scale=1 / np.sqrt(H))
+    problem = make_problem(case, rng, dtype, T, B, D, H, scale=1 / np.sqrt(H))
     lengths = rng.integers(1, T + 1, B)  # reverse with lengths: the most index arithmetic
     assert_parity(
         run_cell("cython", case, problem, lengths, True),
         run_cell("reference", case, problem, lengths, True),
-        np.float64,
+        dtype,
     )
 
 
@@ -271,7 +281,7 @@ def test_concurrent_calls_give_the_sequential_results():
 
 def threaded_lstm_matches_reference():
     """Whether a pass split among threads gives the reference results (in a child process)."""
-    T, B, D, H = THREADED["lstm"]
+    T, B, D, H = THREADED["lstm"][0]
     problem = make_problem("lstm", np.random.default_rng(2), np.float64, T, B, D, H)
     try:
         assert_parity(run_cell("cython", "lstm", problem, None, False),
@@ -285,7 +295,7 @@ def threaded_lstm_matches_reference():
 def test_threaded_pass_runs_in_a_forked_child():
     # The parent's helper threads (started by this pass) do not exist in a forked child: the
     # child must start its own rather than wait for them forever.
-    T, B, D, H = THREADED["lstm"]
+    T, B, D, H = THREADED["lstm"][0]
     run_cell("cython", "lstm", make_problem("lstm", np.random.default_rng(1), np.float64, T, B, D, H),
              None, False)
     child = multiprocessing.get_context("fork").Process(target=threaded_lstm_matches_reference)
@@ -300,7 +310,7 @@ def test_floating_point_mode_of_the_caller_is_restored():
     # The kernels flush subnormals to zero during a pass (in every thread of it: this problem is
     # split among threads and saturates the gates); afterwards the caller's arithmetic must still
     # produce them.
-    T, B, D, H = THREADED["lstm"]
+    T, B, D, H = THREADED["lstm"][0]
     problem = make_problem("lstm", np.random.default_rng(1), np.float32, T, B, D, H, scale=20.0)
     run_cell("cython", "lstm", problem, None, False)
     assert np.float32(1e-39) * np.float32(1) != 0
