@@ -962,6 +962,19 @@ cdef void input_gradient_products(Products *products, int rows, int D, int G, co
     product(products, True, False, G, D, rows, dgates, G, x, D, True, dw_ih, D)
 
 
+cdef void gate_gradient_products(Products *products, int rows, int D, int H, int G,
+                                 const void *dgates, const void *w_ih, const void *x,
+                                 const void *h_prev, void *dx, void *dw_ih, void *dw_hh,
+                                 double *dbias, void *panels_ih) noexcept:
+    """Append backward's products through gates = x.W_ihᵀ + h_{t-1}.W_hhᵀ + b over all T*B rows:
+    those of input_gradient_products, dw_hh += dgates.T @ h_prev (h_prev: the h_{t-1} of every
+    step) and, unless dbias is NULL, dbias[0] += dgates.sum(0) (see ColumnSum)."""
+    input_gradient_products(products, rows, D, G, dgates, w_ih, x, dx, dw_ih, panels_ih)
+    product(products, True, False, G, H, rows, dgates, G, h_prev, H, True, dw_hh, H)
+    if dbias != NULL:
+        column_sum(products, rows, G, dgates, G, dbias)
+
+
 cdef struct Pass:
     Work *work
     Products *products
@@ -1120,15 +1133,11 @@ cdef tuple _lstm_backward(const floating[:, :, ::1] dy, const floating[:, ::1] d
     work.dgates, work.dh, work.dc = &dgates[0, 0, 0], &dh[0, 0], &dc[0, 0]
     work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
     init_products(&weights, floating is double)
-    # dx = dgates @ w_ih; dw_ih += dgates.T @ x
-    input_gradient_products(&weights, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
-                            &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
-    # dw_hh += dgates.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
-    product(&weights, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H, True,
-            &dw_hh[0, 0], H)
-    if db_ih is not None:
-        # dbias = dgates.sum((0, 1))
-        column_sum(&weights, <int64_t>T * B, G, &dgates[0, 0, 0], G, &dbias[0, 0])
+    # dx = dgates @ w_ih; dw_ih += dgates.T @ x; dw_hh += dgates.T @ hs[rev:rev + T];
+    # dbias = dgates.sum((0, 1))
+    gate_gradient_products(&weights, T * B, D, H, G, &dgates[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
+                           &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                           NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
@@ -1399,15 +1408,11 @@ cdef tuple _rnn_backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh
     work.hs, work.dy = <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dgates, work.dh = &dpre[0, 0, 0], &dh[0, 0]
     init_products(&weights, floating is double)
-    # dx = dpre @ w_ih; dw_ih += dpre.T @ x
-    input_gradient_products(&weights, T * B, D, H, &dpre[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
-                            &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
-    # dw_hh += dpre.T @ hs[rev:rev + T]   (the h_{t-1} of every step)
-    product(&weights, True, False, H, H, T * B, &dpre[0, 0, 0], H, &hs[rev, 0, 0], H, True,
-            &dw_hh[0, 0], H)
-    if db_ih is not None:
-        # dbias = dpre.sum((0, 1))
-        column_sum(&weights, <int64_t>T * B, H, &dpre[0, 0, 0], H, &dbias[0, 0])
+    # dx = dpre @ w_ih; dw_ih += dpre.T @ x; dw_hh += dpre.T @ hs[rev:rev + T];
+    # dbias = dpre.sum((0, 1))
+    gate_gradient_products(&weights, T * B, D, H, H, &dpre[0, 0, 0], &w_ih[0, 0], &x[0, 0, 0],
+                           &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                           NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     work.phase = RNN_BACKWARD
