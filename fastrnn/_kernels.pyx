@@ -318,6 +318,147 @@ def _empty(shape, dtype):
     return np.ndarray(shape, dtype, block)
 
 
+# --- The C kernels for either type ------------------------------------------------------------
+# One fused wrapper per kernel of gates.h (declared for float and double in _kernels.pxd), so that
+# the code below calls each once, whatever the type.
+
+cdef inline void lstm_forward_step(int B, int H, int64_t t, const int64_t *lengths,
+                                   floating *gates, const floating *b_ih, const floating *b_hh,
+                                   const floating *w_peep, const floating *h_prev,
+                                   const floating *c_prev, floating *h, floating *c,
+                                   floating *y) noexcept nogil:
+    """One LSTM step of B rows, forward (gates.h)."""
+    if floating is float:
+        lstm_forward_step_f(B, H, t, lengths, gates, b_ih, b_hh, w_peep, h_prev, c_prev, h, c, y)
+    else:
+        lstm_forward_step_d(B, H, t, lengths, gates, b_ih, b_hh, w_peep, h_prev, c_prev, h, c, y)
+
+
+cdef inline void lstm_backward_step(int B, int H, int64_t t, const int64_t *lengths,
+                                    const floating *gates, const floating *c_prev,
+                                    const floating *c, const floating *w_peep, const floating *dy,
+                                    floating *dh, floating *dc, floating *dgates,
+                                    double *dpeep) noexcept nogil:
+    """One LSTM step of B rows, backward (gates.h)."""
+    if floating is float:
+        lstm_backward_step_f(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc, dgates, dpeep)
+    else:
+        lstm_backward_step_d(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc, dgates, dpeep)
+
+
+cdef inline void gru_forward_step(int B, int H, int64_t t, const int64_t *lengths, floating *gates,
+                                  const floating *hproj, const floating *b_ih,
+                                  const floating *b_hh, const floating *h_prev, floating *hn,
+                                  floating *h, floating *y) noexcept nogil:
+    """One GRU step (reset_after) of B rows, forward (gates.h)."""
+    if floating is float:
+        gru_forward_step_f(B, H, t, lengths, gates, hproj, b_ih, b_hh, h_prev, hn, h, y)
+    else:
+        gru_forward_step_d(B, H, t, lengths, gates, hproj, b_ih, b_hh, h_prev, hn, h, y)
+
+
+cdef inline void gru_forward_rz_step(int B, int H, int64_t t, const int64_t *lengths,
+                                     floating *gates, const floating *b_ih, const floating *b_hh,
+                                     const floating *h_prev, floating *rh) noexcept nogil:
+    """The r, z half of a GRU step (reset_after=False), forward (gates.h)."""
+    if floating is float:
+        gru_forward_rz_step_f(B, H, t, lengths, gates, b_ih, b_hh, h_prev, rh)
+    else:
+        gru_forward_rz_step_d(B, H, t, lengths, gates, b_ih, b_hh, h_prev, rh)
+
+
+cdef inline void gru_forward_n_step(int B, int H, int64_t t, const int64_t *lengths,
+                                    floating *gates, const floating *b_ih, const floating *b_hh,
+                                    const floating *h_prev, floating *h,
+                                    floating *y) noexcept nogil:
+    """The n half of a GRU step (reset_after=False), forward (gates.h)."""
+    if floating is float:
+        gru_forward_n_step_f(B, H, t, lengths, gates, b_ih, b_hh, h_prev, h, y)
+    else:
+        gru_forward_n_step_d(B, H, t, lengths, gates, b_ih, b_hh, h_prev, h, y)
+
+
+cdef inline void gru_backward_step(int B, int H, int64_t t, const int64_t *lengths,
+                                   const floating *gates, const floating *hn,
+                                   const floating *h_prev, const floating *dy, floating *dh,
+                                   floating *dgates, floating *dn) noexcept nogil:
+    """One GRU step (reset_after) of B rows, backward (gates.h)."""
+    if floating is float:
+        gru_backward_step_f(B, H, t, lengths, gates, hn, h_prev, dy, dh, dgates, dn)
+    else:
+        gru_backward_step_d(B, H, t, lengths, gates, hn, h_prev, dy, dh, dgates, dn)
+
+
+cdef inline void gru_backward_nz_step(int B, int H, int64_t t, const int64_t *lengths,
+                                      const floating *gates, const floating *h_prev,
+                                      const floating *dy, floating *dh,
+                                      floating *dgates) noexcept nogil:
+    """The n, z part of a GRU step (reset_after=False), backward (gates.h)."""
+    if floating is float:
+        gru_backward_nz_step_f(B, H, t, lengths, gates, h_prev, dy, dh, dgates)
+    else:
+        gru_backward_nz_step_d(B, H, t, lengths, gates, h_prev, dy, dh, dgates)
+
+
+cdef inline void gru_backward_r_step(int B, int H, int64_t t, const int64_t *lengths,
+                                     const floating *gates, const floating *h_prev,
+                                     const floating *drh, floating *dh,
+                                     floating *dgates) noexcept nogil:
+    """The r part of a GRU step (reset_after=False), backward (gates.h)."""
+    if floating is float:
+        gru_backward_r_step_f(B, H, t, lengths, gates, h_prev, drh, dh, dgates)
+    else:
+        gru_backward_r_step_d(B, H, t, lengths, gates, h_prev, drh, dh, dgates)
+
+
+cdef inline void rnn_forward_step(int B, int H, int64_t t, const int64_t *lengths, int relu,
+                                  floating *h, const floating *b_ih, const floating *b_hh,
+                                  const floating *h_prev, floating *y) noexcept nogil:
+    """One Elman step of B rows, forward (gates.h)."""
+    if floating is float:
+        rnn_forward_step_f(B, H, t, lengths, relu, h, b_ih, b_hh, h_prev, y)
+    else:
+        rnn_forward_step_d(B, H, t, lengths, relu, h, b_ih, b_hh, h_prev, y)
+
+
+cdef inline void rnn_backward_step(int B, int H, int64_t t, const int64_t *lengths, int relu,
+                                   const floating *h, const floating *dy, floating *dh,
+                                   floating *dpre) noexcept nogil:
+    """One Elman step of B rows, backward (gates.h)."""
+    if floating is float:
+        rnn_backward_step_f(B, H, t, lengths, relu, h, dy, dh, dpre)
+    else:
+        rnn_backward_step_d(B, H, t, lengths, relu, h, dy, dh, dpre)
+
+
+cdef inline void colsum(int64_t rows, int n, const floating *a, int64_t lda,
+                        double *acc) noexcept nogil:
+    """acc[j] += sum over the rows i of a[i, j], summed in double."""
+    if floating is float:
+        colsum_f(rows, n, a, lda, acc)
+    else:
+        colsum_d(rows, n, a, lda, acc)
+
+
+cdef inline void matmul_packed(int m, int n, int k, const floating *a, int lda,
+                               const floating *packed, int accumulate, floating *c,
+                               int ldc) noexcept nogil:
+    """C := A.B (+ C when accumulate), B packed by pack_panels."""
+    if floating is float:
+        matmul_packed_f(m, n, k, a, lda, packed, accumulate, c, ldc)
+    else:
+        matmul_packed_d(m, n, k, a, lda, packed, accumulate, c, ldc)
+
+
+cdef inline void matmul_tn(int m, int n, int k, const floating *a, int lda, const floating *b,
+                           int ldb, int accumulate, floating *c, int ldc) noexcept nogil:
+    """C := Aᵀ.B (+ C when accumulate), A (k, m) and B (k, n) as they are."""
+    if floating is float:
+        matmul_tn_f(m, n, k, a, lda, b, ldb, accumulate, c, ldc)
+    else:
+        matmul_tn_d(m, n, k, a, lda, b, ldb, accumulate, c, ldc)
+
+
 # --- Matrix products -------------------------------------------------------------------------
 
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
@@ -397,10 +538,8 @@ cdef void step_matmul(const Operand *op, int m, const floating *a, int lda, floa
     if op.panels == NULL:
         gemm(False, op.transposed, m, op.n, op.k, 1, a, lda, <const floating *>op.b, op.ldb, beta,
              c, ldc)
-    elif floating is float:
-        matmul_packed_f(m, op.n, op.k, a, lda, <const float *>op.panels, beta != 0, c, ldc)
     else:
-        matmul_packed_d(m, op.n, op.k, a, lda, <const double *>op.panels, beta != 0, c, ldc)
+        matmul_packed(m, op.n, op.k, a, lda, <const floating *>op.panels, beta != 0, c, ldc)
 
 
 def _panels(int k, int n, dtype):
@@ -523,10 +662,8 @@ cdef void weight_gradient(const Product *p, int m, int k, const floating *a, con
     the weight gradient p, in matmul_tn when p is narrow enough (OUTER_MAX_BYTES), else BLAS."""
     if not _packed_products or (p.m + p.n) * sizeof(floating) > OUTER_MAX_BYTES:
         gemm(True, False, m, p.n, k, 1, a, p.lda, b, p.ldb, 1 if accumulate else 0, c, ldc)
-    elif floating is float:
-        matmul_tn_f(m, p.n, k, a, p.lda, b, p.ldb, accumulate, c, ldc)
     else:
-        matmul_tn_d(m, p.n, k, a, p.lda, b, p.ldb, accumulate, c, ldc)
+        matmul_tn(m, p.n, k, a, p.lda, b, p.ldb, accumulate, c, ldc)
 
 
 cdef void weight_gradient_part(const Product *p, int part, int parts,
@@ -570,12 +707,8 @@ cdef void product_rows(const Product *p, int r0, int r1, const floating *a) noex
         return
     a = a + <int64_t>r0 * p.lda
     if p.panels != NULL:
-        if floating is float:
-            matmul_packed_f(r1 - r0, p.n, p.k, a, p.lda, <const float *>p.panels, p.accumulate,
-                            <float *>p.c + <int64_t>r0 * p.ldc, p.ldc)
-        else:
-            matmul_packed_d(r1 - r0, p.n, p.k, a, p.lda, <const double *>p.panels, p.accumulate,
-                            <double *>p.c + <int64_t>r0 * p.ldc, p.ldc)
+        matmul_packed(r1 - r0, p.n, p.k, a, p.lda, <const floating *>p.panels, p.accumulate,
+                      <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
         return
     gemm(False, p.trans_b, r1 - r0, p.n, p.k, 1, a, p.lda, <const floating *>p.b, p.ldb,
          1 if p.accumulate else 0, <floating *>p.c + <int64_t>r0 * p.ldc, p.ldc)
@@ -585,10 +718,7 @@ cdef void column_sum_rows(const ColumnSum *s, int part, int parts, const floatin
     """Part `part` of `parts` of acc[0] += A.sum(axis=0): its slice of the rows into acc[part];
     a is s.a."""
     cdef int64_t r0 = part * s.rows // parts, r1 = (part + 1) * s.rows // parts
-    if floating is float:
-        colsum_f(r1 - r0, s.n, a + r0 * s.lda, s.lda, s.acc + <int64_t>part * s.n)
-    else:
-        colsum_d(r1 - r0, s.n, a + r0 * s.lda, s.lda, s.acc + <int64_t>part * s.n)
+    colsum(r1 - r0, s.n, a + r0 * s.lda, s.lda, s.acc + <int64_t>part * s.n)
 
 
 cdef void products_part(void *work, int part, int parts) noexcept nogil:
@@ -707,16 +837,10 @@ cdef void lstm_forward_rows(Work *w, int b0, int b1, floating *gates) noexcept n
         # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
         step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
                     &gates[at(t, b0, B, G)], G)
-        if floating is float:
-            lstm_forward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh, w_peep,
-                                &hs[at(t + rev, b0, B, H)], &cs[at(t + rev, b0, B, H)],
-                                &hs[at(t + 1 - rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
-                                &y[at(t, b0, B, H)])
-        else:
-            lstm_forward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh, w_peep,
-                                &hs[at(t + rev, b0, B, H)], &cs[at(t + rev, b0, B, H)],
-                                &hs[at(t + 1 - rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
-                                &y[at(t, b0, B, H)])
+        lstm_forward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh, w_peep,
+                          &hs[at(t + rev, b0, B, H)], &cs[at(t + rev, b0, B, H)],
+                          &hs[at(t + 1 - rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                          &y[at(t, b0, B, H)])
 
 
 cdef void lstm_backward_rows(Work *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
@@ -731,16 +855,9 @@ cdef void lstm_backward_rows(Work *w, int b0, int b1, int part, floating *dgates
     cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * 3 * H
     for s in range(T):
         t = s if rev else T - 1 - s
-        if floating is float:
-            lstm_backward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                 &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
-                                 w_peep, &dy[at(t, b0, B, H)], dh, dc, &dgates[at(t, b0, B, G)],
-                                 dpeep)
-        else:
-            lstm_backward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                 &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
-                                 w_peep, &dy[at(t, b0, B, H)], dh, dc, &dgates[at(t, b0, B, G)],
-                                 dpeep)
+        lstm_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                           &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)], w_peep,
+                           &dy[at(t, b0, B, H)], dh, dc, &dgates[at(t, b0, B, G)], dpeep)
         # dh[rows] += dgates[t, rows] @ w_hh
         step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
 
@@ -759,35 +876,21 @@ cdef void gru_forward_rows(Work *w, int b0, int b1, floating *gates) noexcept no
         if w.option:  # reset_after
             # hproj[rows] = hs[t + rev, rows] @ w_hh.T
             step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 0, hproj, G)
-            if floating is float:
-                gru_forward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih,
-                                   b_hh, &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)],
-                                   &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
-            else:
-                gru_forward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih,
-                                   b_hh, &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)],
-                                   &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+            gru_forward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih, b_hh,
+                             &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)],
+                             &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
         else:
             # gates[t, rows, :2H] += hs[t + rev, rows] @ w_hh[:2H].T
             step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
                         &gates[at(t, b0, B, G)], G)
-            if floating is float:
-                gru_forward_rz_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
-                                      &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)])
-            else:
-                gru_forward_rz_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
-                                      &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)])
+            gru_forward_rz_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                &hs[at(t + rev, b0, B, H)], &extra[at(t, b0, B, H)])
             # gates[t, rows, 2H:] += (r * h_{t-1})[rows] @ w_hh[2H:].T
             step_matmul(&w.step_b[1], rows, &extra[at(t, b0, B, H)], H, 1,
                         &gates[at(t, b0, B, G) + 2 * H], G)
-            if floating is float:
-                gru_forward_n_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
-                                     &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
-                                     &y[at(t, b0, B, H)])
-            else:
-                gru_forward_n_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
-                                     &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
-                                     &y[at(t, b0, B, H)])
+            gru_forward_n_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                               &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
+                               &y[at(t, b0, B, H)])
 
 
 cdef void gru_backward_rows(Work *w, int b0, int b1, floating *dgates) noexcept nogil:
@@ -803,37 +906,20 @@ cdef void gru_backward_rows(Work *w, int b0, int b1, floating *dgates) noexcept 
     for s in range(T):
         t = s if rev else T - 1 - s
         if w.option:  # reset_after
-            if floating is float:
-                gru_backward_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                    &extra[at(t, b0, B, H)], &hs[at(t + rev, b0, B, H)],
-                                    &dy[at(t, b0, B, H)], dh, &dgates[at(t, b0, B, G)],
-                                    &dn[at(t, b0, B, H)])
-            else:
-                gru_backward_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                    &extra[at(t, b0, B, H)], &hs[at(t + rev, b0, B, H)],
-                                    &dy[at(t, b0, B, H)], dh, &dgates[at(t, b0, B, G)],
-                                    &dn[at(t, b0, B, H)])
+            gru_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                              &extra[at(t, b0, B, H)], &hs[at(t + rev, b0, B, H)],
+                              &dy[at(t, b0, B, H)], dh, &dgates[at(t, b0, B, G)],
+                              &dn[at(t, b0, B, H)])
             # dh[rows] += dgates[t, rows] @ w_hh
             step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
         else:
-            if floating is float:
-                gru_backward_nz_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                       &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
-                                       &dgates[at(t, b0, B, G)])
-            else:
-                gru_backward_nz_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                       &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
-                                       &dgates[at(t, b0, B, G)])
+            gru_backward_nz_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                 &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
+                                 &dgates[at(t, b0, B, G)])
             # drh[rows] = dgates[t, rows, 2H:] @ w_hh[2H:]
             step_matmul(&w.step_b[1], rows, &dgates[at(t, b0, B, G) + 2 * H], G, 0, drh, H)
-            if floating is float:
-                gru_backward_r_step_f(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                      &hs[at(t + rev, b0, B, H)], drh, dh,
-                                      &dgates[at(t, b0, B, G)])
-            else:
-                gru_backward_r_step_d(rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                                      &hs[at(t + rev, b0, B, H)], drh, dh,
-                                      &dgates[at(t, b0, B, G)])
+            gru_backward_r_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                &hs[at(t + rev, b0, B, H)], drh, dh, &dgates[at(t, b0, B, G)])
             # dh[rows] += dgates[t, rows, :2H] @ w_hh[:2H]
             step_matmul(&w.step_b[0], rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
 
@@ -849,12 +935,8 @@ cdef void rnn_forward_rows(Work *w, int b0, int b1, floating *hs) noexcept nogil
         # hs[t + 1 - rev, rows] += hs[t + rev, rows] @ w_hh.T
         step_matmul(&w.step_b[0], rows, &hs[at(t + rev, b0, B, H)], H, 1,
                     &hs[at(t + 1 - rev, b0, B, H)], H)
-        if floating is float:
-            rnn_forward_step_f(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
-                               b_ih, b_hh, &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
-        else:
-            rnn_forward_step_d(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
-                               b_ih, b_hh, &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
+        rnn_forward_step(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)], b_ih, b_hh,
+                         &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
 
 
 cdef void rnn_backward_rows(Work *w, int b0, int b1, floating *dpre) noexcept nogil:
@@ -865,12 +947,8 @@ cdef void rnn_backward_rows(Work *w, int b0, int b1, floating *dpre) noexcept no
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     for s in range(T):
         t = s if rev else T - 1 - s
-        if floating is float:
-            rnn_backward_step_f(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
-                                &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
-        else:
-            rnn_backward_step_d(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
-                                &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
+        rnn_backward_step(rows, H, t, lengths, w.option, &hs[at(t + 1 - rev, b0, B, H)],
+                          &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
         # dh[rows] += dpre[t, rows] @ w_hh
         step_matmul(&w.step_b[0], rows, &dpre[at(t, b0, B, H)], H, 1, dh, H)
 
