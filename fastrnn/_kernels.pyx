@@ -1030,6 +1030,16 @@ cdef void init_products(Products *products, bint is_double) noexcept:
     products.is_double, products.count, products.sums = is_double, 0, 0
 
 
+cdef void input_projection(Products *products, bint is_double, int rows, int D, int G,
+                           const void *x, const void *w_ih, void *out, int ldo,
+                           void *panels_ih) noexcept:
+    """Forward's products before the time loop, over all T*B rows at once: out = x @ w_ih.T (on
+    W_ih packed into panels_ih, see pack_last); the biases are added in the gate kernels."""
+    init_products(products, is_double)
+    product(products, False, True, rows, G, D, x, D, w_ih, D, False, out, ldo)
+    pack_last(products, panels_ih)
+
+
 cdef void input_gradient_products(Products *products, int rows, int D, int G, const void *dgates,
                                   const void *w_ih, const void *x, void *dx, void *dw_ih,
                                   void *panels_ih) noexcept:
@@ -1150,11 +1160,9 @@ cdef tuple _lstm_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     work.w_peep = &w_peep[0, 0]
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
     work.gates, work.hs, work.cs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &y[0, 0, 0]
-    init_products(&projection, floating is double)
-    # gates = x @ w_ih.T   (the biases are added in the gate kernel)
-    product(&projection, False, True, T * B, G, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
-            &gates[0, 0, 0], G)
-    pack_last(&projection, panels_ptr(panels_ih))
+    # gates = x @ w_ih.T
+    input_projection(&projection, floating is double, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0],
+                     &gates[0, 0, 0], G, panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
     copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
@@ -1279,11 +1287,9 @@ cdef tuple _gru_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     work.gates, work.hs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &y[0, 0, 0]
     work.extra = &extra[0, 0, 0]
     work.scratch = &hproj[0, 0]
-    init_products(&projection, floating is double)
-    # gates = x @ w_ih.T   (the biases are added in the gate kernels)
-    product(&projection, False, True, T * B, G, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
-            &gates[0, 0, 0], G)
-    pack_last(&projection, panels_ptr(panels_ih))
+    # gates = x @ w_ih.T
+    input_projection(&projection, floating is double, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0],
+                     &gates[0, 0, 0], G, panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
     work.phase = GRU_FORWARD
@@ -1433,11 +1439,9 @@ cdef tuple _rnn_forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     set_operand(&work.step_b[0], H, H, &w_hh[0, 0], H, True, panels_ptr(panels))
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
     work.hs, work.y = &hs[0, 0, 0], &y[0, 0, 0]
-    init_products(&projection, floating is double)
-    # hs[1 - rev:T + 1 - rev] = x @ w_ih.T   (the biases are added in the kernel)
-    product(&projection, False, True, T * B, H, D, &x[0, 0, 0], D, &w_ih[0, 0], D, False,
-            &hs[1 - rev, 0, 0], H)
-    pack_last(&projection, panels_ptr(panels_ih))
+    # hs[1 - rev:T + 1 - rev] = x @ w_ih.T
+    input_projection(&projection, floating is double, T * B, D, H, &x[0, 0, 0], &w_ih[0, 0],
+                     &hs[1 - rev, 0, 0], H, panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
     work.phase = RNN_FORWARD

@@ -56,11 +56,14 @@ ALWAYS_INLINE SFX(vec) SFX(load)(const REAL *p)
 
 ALWAYS_INLINE void SFX(store)(REAL *p, SFX(vec) v) { memcpy(p, &v, sizeof v); }
 
-/* c[0:rows, 0:PANEL] (+)= a[0:rows, 0:k] . panel; `rows` is a constant once inlined, so the
+/* c[0:rows, 0:PANEL] (+)= sum over p < k of (row r: a[r * a_row + p * a_step]) x (b + p * b_step):
+ * a block of C held in 16 vector registers, fed a column of A's scalars and a row of B's vectors
+ * per p. matmul_packed reads A by rows (a_step 1) and B from a panel (b_step PANEL); matmul_tn
+ * reads A transposed (a_row 1) and B in place. `rows` is a constant once inlined, so the
  * accumulators live in registers. */
-ALWAYS_INLINE void SFX(panel_block)(const int rows, int k, const REAL *restrict a, int lda,
-                                    const REAL *restrict panel, int accumulate, REAL *restrict c,
-                                    int ldc)
+ALWAYS_INLINE void SFX(register_block)(const int rows, int k, const REAL *restrict a, int a_row,
+                                       int a_step, const REAL *restrict b, int b_step,
+                                       int accumulate, REAL *restrict c, int ldc)
 {
     SFX(vec) acc0[8], acc1[8];
     for (int r = 0; r < rows; r++) {
@@ -73,10 +76,10 @@ ALWAYS_INLINE void SFX(panel_block)(const int rows, int k, const REAL *restrict 
         }
     }
     for (int p = 0; p < k; p++) {
-        const SFX(vec) b0 = SFX(load)(panel + (size_t)p * PANEL);
-        const SFX(vec) b1 = SFX(load)(panel + (size_t)p * PANEL + LANES);
+        const SFX(vec) b0 = SFX(load)(b + (size_t)p * b_step);
+        const SFX(vec) b1 = SFX(load)(b + (size_t)p * b_step + LANES);
         for (int r = 0; r < rows; r++) {
-            const REAL ar = a[(size_t)r * lda + p];
+            const REAL ar = a[(size_t)r * a_row + (size_t)p * a_step];
             acc0[r] += ar * b0;
             acc1[r] += ar * b1;
         }
@@ -84,6 +87,22 @@ ALWAYS_INLINE void SFX(panel_block)(const int rows, int k, const REAL *restrict 
     for (int r = 0; r < rows; r++) {
         SFX(store)(c + (size_t)r * ldc, acc0[r]);
         SFX(store)(c + (size_t)r * ldc + LANES, acc1[r]);
+    }
+}
+
+/* register_block for 1 to 8 rows: each count its own constant, so its own unrolled copy. */
+ALWAYS_INLINE void SFX(rows_block)(int rows, int k, const REAL *a, int a_row, int a_step,
+                                   const REAL *b, int b_step, int accumulate, REAL *c, int ldc)
+{
+    switch (rows) {
+    case 8: SFX(register_block)(8, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 7: SFX(register_block)(7, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 6: SFX(register_block)(6, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 5: SFX(register_block)(5, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 4: SFX(register_block)(4, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 3: SFX(register_block)(3, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    case 2: SFX(register_block)(2, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
+    default: SFX(register_block)(1, k, a, a_row, a_step, b, b_step, accumulate, c, ldc); break;
     }
 }
 
@@ -102,16 +121,7 @@ ALWAYS_INLINE void SFX(packed_block)(int rows, int cols, int k, const REAL *a, i
         cb = tile;
         ldcb = PANEL;
     }
-    switch (rows) {
-    case 8: SFX(panel_block)(8, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 7: SFX(panel_block)(7, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 6: SFX(panel_block)(6, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 5: SFX(panel_block)(5, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 4: SFX(panel_block)(4, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 3: SFX(panel_block)(3, k, a, lda, panel, accumulate, cb, ldcb); break;
-    case 2: SFX(panel_block)(2, k, a, lda, panel, accumulate, cb, ldcb); break;
-    default: SFX(panel_block)(1, k, a, lda, panel, accumulate, cb, ldcb); break;
-    }
+    SFX(rows_block)(rows, k, a, lda, 1, panel, PANEL, accumulate, cb, ldcb);
     if (cols < PANEL)
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < cols; j++) c[(size_t)r * ldc + j] = tile[r * PANEL + j];
@@ -140,31 +150,6 @@ void SFX(matmul_packed)(int m, int n, int k, const REAL *a, int lda, const REAL 
 }
 #undef M_BLOCK
 
-/* c[0:rows, 0:PANEL] += a[0:k, 0:rows]ᵀ . b[0:k, 0:PANEL]: the same register block as
- * panel_block, fed by a sum of outer products, each of a row of a and a row of b. */
-ALWAYS_INLINE void SFX(outer_block)(const int rows, int k, const REAL *restrict a, int lda,
-                                    const REAL *restrict b, int ldb, REAL *restrict c, int ldc)
-{
-    SFX(vec) acc0[8], acc1[8];
-    for (int r = 0; r < rows; r++) {
-        acc0[r] = SFX(load)(c + (size_t)r * ldc);
-        acc1[r] = SFX(load)(c + (size_t)r * ldc + LANES);
-    }
-    for (int p = 0; p < k; p++) {
-        const SFX(vec) b0 = SFX(load)(b + (size_t)p * ldb);
-        const SFX(vec) b1 = SFX(load)(b + (size_t)p * ldb + LANES);
-        for (int r = 0; r < rows; r++) {
-            const REAL ar = a[(size_t)p * lda + r];
-            acc0[r] += ar * b0;
-            acc1[r] += ar * b1;
-        }
-    }
-    for (int r = 0; r < rows; r++) {
-        SFX(store)(c + (size_t)r * ldc, acc0[r]);
-        SFX(store)(c + (size_t)r * ldc + LANES, acc1[r]);
-    }
-}
-
 /* C := Aᵀ.B (+ C when accumulate), row-major, A (k, m), B (k, n): a weight gradient, summed over
  * the k rows of a sequence. Both operands are read in place: a row of A gives the scalars of 8
  * rows of C, a row of B the vectors of PANEL columns, so there is nothing to pack. The sum runs
@@ -184,17 +169,8 @@ void SFX(matmul_tn)(int m, int n, int k, const REAL *a, int lda, const REAL *b, 
         for (int i0 = 0; i0 < m; i0 += 8) {
             const int rows = m - i0 < 8 ? m - i0 : 8;
             for (int j0 = 0; j0 < wide; j0 += PANEL) {
-                REAL *cb = c + (size_t)i0 * ldc + j0;
-                switch (rows) {
-                case 8: SFX(outer_block)(8, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 7: SFX(outer_block)(7, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 6: SFX(outer_block)(6, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 5: SFX(outer_block)(5, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 4: SFX(outer_block)(4, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 3: SFX(outer_block)(3, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                case 2: SFX(outer_block)(2, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                default: SFX(outer_block)(1, kk, ap + i0, lda, bp + j0, ldb, cb, ldc); break;
-                }
+                SFX(rows_block)(rows, kk, ap + i0, 1, lda, bp + j0, ldb, 1,
+                                c + (size_t)i0 * ldc + j0, ldc);
             }
             for (int p = 0; p < kk; p++)
                 for (int r = 0; r < rows; r++) {
