@@ -6,7 +6,7 @@ suite gives pytest-benchmark's statistics for the same passes (float32, forward+
 import pytest
 
 import fastrnn
-from fastrnn.bench import SHAPES, _fastrnn_pass, _torch_pass
+from fastrnn.tools.bench import SHAPES, _fastrnn_pass, _torch_pass
 
 BACKENDS = fastrnn.available_backends()
 

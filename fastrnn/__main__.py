@@ -7,7 +7,7 @@ other two and `--help` stays quick.
 import argparse
 import sys
 
-from . import charlm, demo
+from .tools import charlm, demo
 
 DESCRIPTION = """\
 fastrnn: fast LSTM, GRU and Elman-RNN layers for NumPy.
@@ -34,7 +34,7 @@ def build_parser(command=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     if command == "bench":
-        from . import bench
+        from .tools import bench
 
         bench_parser.description = bench.__doc__
         bench.add_arguments(bench_parser)
@@ -47,7 +47,7 @@ def main(argv=None):
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     args = build_parser(command).parse_args(argv)
     if args.command == "bench":
-        from . import bench
+        from .tools import bench
 
         return bench.run(args) or 0
     module = demo if args.command == "demo" else charlm

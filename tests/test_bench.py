@@ -1,8 +1,8 @@
 """`python -m fastrnn bench` end to end on a tiny shape (no timing is asserted, only the table)."""
 import json
 
-from fastrnn.bench import matmul_flops
-from test_cli import run_cli
+from fastrnn.tools.bench import matmul_flops
+from conftest import run_cli
 
 
 def test_matmul_flops_counts_the_input_and_recurrent_products():

@@ -21,12 +21,12 @@ import zipfile
 import numpy as np
 from tqdm import tqdm
 
-from . import GRU, LSTM
-from .clip import clip_grad_norm
+from .. import GRU, LSTM
+from ..clip import clip_grad_norm
 from ._cli import add_backend_arguments, choose_backend, non_negative_int, positive_float, positive_int, write_json
-from .losses import softmax_cross_entropy
-from .modules import Embedding, Linear
-from .optim import Adagrad, Adam, merge
+from ..losses import softmax_cross_entropy
+from ..modules import Embedding, Linear
+from ..optim import Adagrad, Adam, merge
 
 SUMMARY = "train a character-level language model on a text file and sample from it"
 

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from . import available_backends
+from .. import available_backends
 
 
 def int_at_least(low, name):

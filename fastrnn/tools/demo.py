@@ -13,13 +13,13 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import GRU, LSTM, RNN, available_backends
+from .. import GRU, LSTM, RNN, available_backends
 from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, positive_float,
                    positive_int, write_json)
-from .clip import clip_grad_norm
-from .losses import mse
-from .modules import Linear
-from .optim import Adam, merge
+from ..clip import clip_grad_norm
+from ..losses import mse
+from ..modules import Linear
+from ..optim import Adam, merge
 
 SUMMARY = "train a tanh RNN, an LSTM and a GRU on the adding problem and compare them"
 
