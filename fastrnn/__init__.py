@@ -5,6 +5,8 @@ that reads like the equations; both compute SPEC §2 with PyTorch's weight names
 """
 from . import losses, optim
 from ._backends import available_backends
+from ._grad_mode import is_grad_enabled, no_grad
+from .cells import GRUCell, LSTMCell, RNNCell
 from .clip import clip_grad_norm
 from ._gradcheck import gradcheck, numerical_gradient
 from .layers import GRU, LSTM, RNN
@@ -14,5 +16,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "gradcheck",
-    "numerical_gradient", "available_backends",
+    "numerical_gradient", "available_backends", "LSTMCell", "GRUCell", "RNNCell", "no_grad",
+    "is_grad_enabled",
 ]

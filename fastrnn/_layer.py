@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from . import _backends
+from ._grad_mode import is_grad_enabled
 from ._checks import float_array, integer_array, positive_int, random_generator
 from ._module import Module
 
@@ -161,7 +162,8 @@ class RecurrentLayer(Module):
             layer_input = outputs[0] if dirs == 1 else np.concatenate(outputs, axis=2)
             layer_caches.append(caches)
 
-        self._cache = (layer_caches, masks, batch, layer_input.shape)
+        # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
+        self._cache = (layer_caches, masks, batch, layer_input.shape) if is_grad_enabled() else None
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))

@@ -1,0 +1,235 @@
+"""Step-wise cells: `LSTMCell`, `GRUCell`, `RNNCell`, one time step per call, as torch's cells.
+
+A layer runs a whole sequence in one call; a cell runs one step, so that the input of step t can
+depend on the output of step t-1 (a decoder that feeds its own prediction back, scheduled
+sampling, generation). The cells use the layers' kernels (one step of the fused forward and
+backward of `fastrnn._backends`; no gate arithmetic in Python on the compiled backend) and
+torch's parameter names and layout: `weight_ih` (G·H, D), `weight_hh` (G·H, H), `bias_ih`,
+`bias_hh` (G·H,), and `weight_peephole` (3, H) for `LSTMCell(peephole=True)`.
+
+Backpropagation through time is a tape: every forward call outside `fastrnn.no_grad()` records
+its step, and every `backward` call consumes the most recent record (last in, first out). So a
+loop that ran steps 0 .. T-1 forward backpropagates them by calling `backward` T times, from step
+T-1 down to 0, each time with the gradient w.r.t. that step's output state: what the step's own
+output received plus what the next step's `backward` returned. `clear_tape()` drops records
+left over (for example after a forward whose loss was not backpropagated).
+"""
+import numpy as np
+
+from . import _backends
+from ._checks import float_array, positive_int, random_generator
+from ._grad_mode import is_grad_enabled
+from ._module import Module
+
+__all__ = ["LSTMCell", "GRUCell", "RNNCell"]
+
+_PARAM_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+                "w_peep": "weight_peephole"}
+
+
+class RecurrentCell(Module):
+    """One step of a recurrent cell with a tape for BPTT; subclasses name the cell."""
+
+    cell = None
+    num_gates = None
+    state_names = ("h",)
+
+    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
+                 backend="auto", seed=None, **cell_options):
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        super().__init__(dtype)
+        self.input_size = positive_int("input_size", input_size)
+        self.hidden_size = positive_int("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        self.peephole = bool(peephole)
+        self.backend = _backends.resolve_backend(backend)
+        self._cell_options = cell_options
+        self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
+        rng = random_generator(seed)
+        rows = self.num_gates * self.hidden_size
+        shapes = {"w_ih": (rows, self.input_size), "w_hh": (rows, self.hidden_size)}
+        if self.bias:
+            shapes.update(b_ih=(rows,), b_hh=(rows,))
+        if self.peephole:
+            shapes["w_peep"] = (3, self.hidden_size)
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        self._params, self._grads = {}, {}
+        for short in _PARAM_NAMES:
+            if short in shapes:
+                # Drawn in float64 so a float32 and a float64 cell of one seed agree.
+                weights = rng.uniform(-bound, bound, size=shapes[short])
+                self._params[short], self._grads[short] = self._add_param(_PARAM_NAMES[short], weights)
+            else:
+                self._params[short] = self._grads[short] = None
+        self._tape = []
+
+    def __repr__(self):
+        options = [f"{self.input_size}", f"{self.hidden_size}"]
+        if not self.bias:
+            options.append("bias=False")
+        if self.peephole:
+            options.append("peephole=True")
+        options += [f"{key}={value!r}" for key, value in self._cell_options.items()]
+        options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
+        return f"{type(self).__name__}({', '.join(options)})"
+
+    @property
+    def tape_length(self):
+        """The number of recorded steps that `backward` has not consumed yet."""
+        return len(self._tape)
+
+    def clear_tape(self):
+        """Drop every recorded step (their memory is freed)."""
+        self._tape.clear()
+
+    def forward(self, x, state=None):
+        """One step: the state after it, from input `x` and the state before it.
+
+        Parameters
+        ----------
+        x : array (B, input_size), or (input_size,) for one unbatched sequence
+        state : the state before the step, zeros when None: an array (B, hidden_size) (or
+            (hidden_size,) unbatched) for `GRUCell`/`RNNCell`, a tuple (h, c) of those for
+            `LSTMCell`.
+
+        Returns
+        -------
+        The new state, fresh arrays shaped like `state`: h (its output) for `GRUCell`/`RNNCell`,
+        (h, c) for `LSTMCell`. Outside `fastrnn.no_grad()` the step is recorded for `backward`.
+        """
+        x = float_array("x", x, self.dtype, copy=True)
+        if x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
+            raise ValueError(f"x must have shape (B, {self.input_size}) or ({self.input_size},), got {x.shape}")
+        unbatched = x.ndim == 1
+        batch = 1 if unbatched else x.shape[0]
+        if batch == 0:
+            raise ValueError(f"x must have at least one row, got shape {x.shape}")
+        states = self._check_state("state", state, batch, unbatched, copy=True)
+        y, state_n, cache = self._forward_fn(
+            x.reshape(1, batch, self.input_size), states, self._params, None, False, **self._cell_options
+        )
+        if is_grad_enabled():
+            self._tape.append((cache, batch, unbatched))
+        return self._pack_state(state_n, unbatched)
+
+    def backward(self, dstate):
+        """BPTT through the most recently recorded step, which the call consumes.
+
+        Parameters
+        ----------
+        dstate : the gradient w.r.t. that step's output state, shaped like it (an array, or a
+            tuple (dh, dc) for `LSTMCell`; None, or None parts, mean zeros).
+
+        Returns
+        -------
+        (dx, dstate_prev): the gradients w.r.t. the step's input and the state before the step,
+        shaped like them. The parameter gradients are added into `grads`.
+        """
+        if not self._tape:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward needs a recorded step: every forward outside "
+                "fastrnn.no_grad() records one, and every backward consumes the latest"
+            )
+        cache, batch, unbatched = self._tape[-1]
+        dstates = self._check_state("dstate", dstate, batch, unbatched)
+        dy = np.zeros((1, batch, self.hidden_size), self.dtype)  # the output is the state: all in dstate
+        self._tape.pop()
+        dx, dstate0 = self._backward_fn(dy, dstates, cache, self._grads)
+        dx = dx.reshape(self.input_size) if unbatched else dx.reshape(batch, self.input_size)
+        return dx, self._pack_state(dstate0, unbatched)
+
+    def _check_state(self, name, state, batch, unbatched, copy=False):
+        """`state` as a tuple of C-contiguous (B, H) arrays, zeros for None (or None parts)."""
+        shape = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        if len(self.state_names) == 1:
+            if isinstance(state, (tuple, list)):
+                raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, "
+                                f"got a {type(state).__name__}")
+            parts = (state,)
+        elif state is None:
+            parts = (None,) * len(self.state_names)
+        else:
+            if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
+                pair = ", ".join(self.state_names)
+                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, "
+                                f"got {type(state).__name__}")
+            parts = state
+        arrays = []
+        for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
+            label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
+            if part is None:
+                arrays.append(np.zeros((batch, self.hidden_size), self.dtype))
+            else:
+                array = float_array(label, part, self.dtype, shape, copy)
+                arrays.append(array.reshape(batch, self.hidden_size))
+        return tuple(arrays)
+
+    def _pack_state(self, arrays, unbatched):
+        if unbatched:
+            arrays = [array.reshape(self.hidden_size) for array in arrays]
+        return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+
+class LSTMCell(RecurrentCell):
+    """One LSTM step (gate rows i, f, g, o), as torch.nn.LSTMCell; state (h, c).
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    bias : bool, default True
+        With `bias_ih` and `bias_hh` (4·H,).
+    peephole : bool, default False
+        Peephole connections (Gers & Schmidhuber 2000), `weight_peephole` (3, H); see docs/math.md.
+    dtype : numpy.float32 or numpy.float64
+    backend : "auto", "cython" or "reference"
+    seed : None, int or numpy.random.Generator
+        Initial weights from U(-1/√H, 1/√H), as torch.
+    """
+
+    cell = "lstm"
+    num_gates = 4
+    state_names = ("h", "c")
+
+    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
+                 backend="auto", seed=None):
+        if not isinstance(peephole, (bool, np.bool_)):
+            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
+        super().__init__(input_size, hidden_size, bias, peephole=peephole, dtype=dtype,
+                         backend=backend, seed=seed)
+
+
+class GRUCell(RecurrentCell):
+    """One GRU step (gate rows r, z, n), as torch.nn.GRUCell; state h.
+
+    h' = (1 - z) ⊙ n + z ⊙ h. `reset_after=True` (torch's and cuDNN's form) applies r to
+    W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014). Other parameters
+    as `LSTMCell`, with 3·H gate rows.
+    """
+
+    cell = "gru"
+    num_gates = 3
+
+    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
+                 backend="auto", seed=None):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+        super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
+                         reset_after=bool(reset_after))
+
+
+class RNNCell(RecurrentCell):
+    """One Elman step, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNNCell; state h.
+
+    `nonlinearity` is "tanh" (default) or "relu". Other parameters as `LSTMCell`, with H gate rows.
+    """
+
+    cell = "rnn"
+    num_gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh", dtype=np.float32,
+                 backend="auto", seed=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
+                         nonlinearity=nonlinearity)
