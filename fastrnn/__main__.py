@@ -1,13 +1,13 @@
-"""Command line: `python -m fastrnn {demo,charlm,bench} [options]` (SPEC §6).
+"""Command line: `python -m fastrnn {demo,charlm,seq2seq,bench} [options]` (docs/cli.md).
 
 Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`.
 `bench` is imported only when it is the command asked for, so a problem there cannot break the
-other two and `--help` stays quick.
+other commands and `--help` stays quick.
 """
 import argparse
 import sys
 
-from .tools import charlm, demo
+from .tools import charlm, demo, seq2seq
 
 DESCRIPTION = """\
 fastrnn: fast LSTM, GRU and Elman-RNN layers for NumPy.
@@ -21,7 +21,7 @@ def build_parser(command=None):
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for name, module in (("demo", demo), ("charlm", charlm)):
+    for name, module in (("demo", demo), ("charlm", charlm), ("seq2seq", seq2seq)):
         sub = commands.add_parser(
             name,
             help=module.SUMMARY,
@@ -50,7 +50,7 @@ def main(argv=None):
         from .tools import bench
 
         return bench.run(args) or 0
-    module = demo if args.command == "demo" else charlm
+    module = {"demo": demo, "charlm": charlm, "seq2seq": seq2seq}[args.command]
     try:
         return module.run(args)
     except KeyboardInterrupt:
