@@ -138,6 +138,10 @@ def damage(kind, good, tmp):
             "unexpected array 'param/rnn.weight_hh_l2'"
     if kind == "extra member":
         return write_npz(target, {**arrays, "notes": np.array("hello")}), "unexpected array 'notes'"
+    if kind == "compressed arrays":
+        with open(target, "wb") as file:
+            np.savez_compressed(file, **arrays)
+        return target, "has compressed arrays, which charlm does not read"
     if kind == "pickled object array":
         with open(target, "wb") as file:
             np.savez(file, **{**arrays, "param/head.bias": np.array([{"a": 1}] * 8, dtype=object)})
@@ -151,7 +155,7 @@ DAMAGE = [
     "options not JSON", "corpus record damaged", "wrong-shape optimizer buffer", "negative optimizer step",
     "NaN weight", "inf optimizer buffer", "truncated zip", "float64 weight", "integer weight", "float vocabulary",
     "vocabulary repeats a character", "missing weight", "missing optimizer buffer", "missing options",
-    "extra weight", "extra member", "pickled object array",
+    "extra weight", "extra member", "compressed arrays", "pickled object array",
 ]
 
 

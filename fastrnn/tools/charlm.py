@@ -436,14 +436,22 @@ def save_checkpoint(path, model, vocab, architecture, optimizer, optim_name, ste
 def read_headers(path):
     """name -> (shape, dtype) of every array of the .npz at `path`, from the headers alone.
 
-    Each member's size in the archive must be its header plus exactly shape x itemsize bytes,
-    so a header cannot claim more data than the file holds.
+    Members must be stored uncompressed (as numpy.savez writes them), within the file's size,
+    and each one's size must be its header plus exactly shape x itemsize bytes: so no header can
+    make the loader allocate more than the file holds.
     """
     not_ours = f"{path} is not a fastrnn charlm checkpoint"
     headers = {}
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
+            infos = archive.infolist()
+            if any(info.compress_type != zipfile.ZIP_STORED for info in infos):
+                raise CharLMError(f"checkpoint {path} has compressed arrays, which charlm does not read "
+                                  "(charlm writes them with numpy.savez, uncompressed)")
+            stored = sum(info.file_size for info in infos)
+            if any(info.file_size != info.compress_size for info in infos) or stored > os.path.getsize(path):
+                raise CharLMError(f"checkpoint {path} is damaged (its arrays claim more bytes than the file holds)")
+            for info in infos:
                 name = info.filename[:-len(".npy")]
                 if not info.filename.endswith(".npy") or name in headers:
                     raise CharLMError(f"{not_ours} (member {info.filename!r} is not one array)")
