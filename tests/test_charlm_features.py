@@ -9,21 +9,11 @@ import pytest
 
 import fastrnn
 from conftest import TINY_CHARLM, run_cli
+from test_cli import corpus  # noqa: F401 (a fixture: the small Python-like text test_cli trains on)
 from fastrnn.__main__ import main
 from fastrnn.tools import charlm
 
 TINY = TINY_CHARLM + ["--eval-every", "5"]  # the later --eval-every wins
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = np.random.default_rng(7)
-    names = ["alpha", "beta", "gamma", "delta"]
-    lines = [f"def {names[i % 4]}_{i}(x):\n    return x * {rng.integers(10)} + {rng.integers(10)}\n\n"
-             for i in range(150)]
-    path = tmp_path_factory.mktemp("corpus") / "corpus.py"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
 
 
 def run_main(capsys, *args):

@@ -173,8 +173,7 @@ def test_the_undamaged_checkpoint_loads(good):
 @pytest.mark.parametrize("kind", DAMAGE)
 def test_a_damaged_checkpoint_gives_one_clean_error_line(kind, good, tmp_path, capsys, monkeypatch):
     path, message = damage(kind, good, tmp_path)
-    # No large allocation may happen on the way to the error: numpy's allocator is not reached
-    # for model-sized arrays if building a model is refused.
+    # The model (where the stored sizes would be allocated) must never be built for a damaged file.
     built = []
     monkeypatch.setattr(charlm.CharModel, "__init__", lambda self, *args: built.append(args))
     code = main(["charlm", "--load", str(path), "--steps", "0", "--sample", "3", "--backend", "reference", "--quiet"])
