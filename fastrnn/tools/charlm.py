@@ -150,8 +150,9 @@ def add_arguments(parser):
                           help="divide the logits by this before sampling: lower is more conservative "
                                "(default: %(default)s)")
     sampling.add_argument("--save", metavar="CKPT",
-                          help="write weights, vocabulary, options, corpus and optimizer state to CKPT (.npz, "
-                               "atomically; it may be the --load file)")
+                          help="write the model training ended with (see --keep), its vocabulary, options, "
+                               "corpus record and optimizer state to CKPT (.npz, atomically; it may be the "
+                               "--load file)")
     sampling.add_argument("--load", metavar="CKPT",
                           help="start from a checkpoint written by --save; with --steps 0 it only samples "
                                "(or scores); without FILE, training resumes on the checkpoint's text")
@@ -667,6 +668,7 @@ def _run(args):
         corpus_path = args.file
     elif checkpoint is not None and args.steps > 0:
         source, text = recorded_corpus(checkpoint, args.load)
+        print(f"resuming on the text checkpoint {args.load} was trained on (unchanged: same SHA-256)")
         corpus_path = checkpoint["corpus"]["path"]
     elif checkpoint is None:
         source, text = default_corpus()
