@@ -6,7 +6,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import zipfile
@@ -14,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import cli_command, run_cli
+from conftest import cli_command
 from fastrnn import _io
 from fastrnn.__main__ import main
 from fastrnn.tools import charlm

@@ -1,4 +1,4 @@
-"""`python -m fastrnn charlm [FILE]`: a character-level language model (SPEC §6).
+"""`python -m fastrnn charlm [FILE]`: a character-level language model (docs/cli.md §3).
 
 Embedding -> tanh RNN, LSTM or GRU stack -> Linear -> softmax over the characters, trained with
 truncated BPTT: the training text is cut into `--batch` parallel streams, each read in chunks of

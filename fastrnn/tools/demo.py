@@ -1,4 +1,4 @@
-"""`python -m fastrnn demo`: the adding problem, where gated cells beat the plain RNN (SPEC §6).
+"""`python -m fastrnn demo`: the adding problem, where gated cells beat the plain RNN (docs/cli.md §2).
 
 The adding problem (Hochreiter & Schmidhuber 1997): every step of a sequence is a pair (a random
 value in [0, 1], a marker in {0, 1}); exactly two steps are marked, one in each half of the
