@@ -268,8 +268,8 @@ def test_charlm_bad_input_exits_2_with_one_line(case, trained, tmp_path):
     ("demo", ["--seq-len", "--steps", "--hidden", "--batch", "--lr", "--clip", "--cells", "--seed", "--backend",
               "--json", "--quiet"]),
     ("charlm", ["FILE", "--cell", "--layers", "--hidden", "--embed", "--steps", "--minutes", "--bptt", "--batch",
-                "--optim", "--lr", "--clip", "--eval-every", "--sample", "--prime", "--temperature", "--save",
-                "--load", "--seed", "--backend", "--json", "--quiet"]),
+                "--optim", "--lr", "--clip", "--eval-every", "--keep", "--patience", "--sample", "--prime",
+                "--temperature", "--save", "--load", "--score", "--seed", "--backend", "--json", "--quiet"]),
 ])
 def test_help_lists_every_option(command, options):
     result = run_cli(command, "--help")

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from .. import available_backends
+from .._io import atomic_write, check_writable
 
 
 def int_at_least(low, name):
@@ -73,13 +74,25 @@ def choose_backend(requested, command):
     return requested
 
 
-def write_json(path, results, command):
-    """Write `results` to `path`; returns False after printing one line if that fails."""
+def output_problem(path, option):
+    """None if `path` can be written (see fastrnn._io.check_writable), else one line saying why.
+
+    The tools call this before training, so a bad output path fails at once, not after the work.
+    """
     try:
-        with open(path, "w", encoding="utf-8") as file:
+        check_writable(path)
+    except OSError as error:
+        return f"cannot write {option} {path}: {error.strerror or error}"
+    return None
+
+
+def write_json(path, results, command):
+    """Write `results` to `path` atomically; returns False after printing one line if that fails."""
+    try:
+        with atomic_write(path, "w") as file:
             json.dump(results, file, indent=2)
             file.write("\n")
     except OSError as error:
-        print(f"fastrnn {command}: error: cannot write --json {path}: {error.strerror}", file=sys.stderr)
+        print(f"fastrnn {command}: error: cannot write --json {path}: {error.strerror or error}", file=sys.stderr)
         return False
     return True

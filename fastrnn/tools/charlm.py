@@ -1,13 +1,18 @@
-"""`python -m fastrnn charlm [FILE]`: a character-level language model (SPEC §6).
+"""`python -m fastrnn charlm [FILE]`: a character-level language model (docs/cli.md §3).
 
-Embedding -> LSTM or GRU stack -> Linear -> softmax over the characters, trained with truncated
-BPTT: the training text is cut into `--batch` parallel streams, each read in chunks of `--bptt`
-steps, and the recurrent state is carried from one chunk to the next as plain arrays. The last
-10% of the text is held out; its perplexity is compared with that of the training part's unigram
-distribution. Checkpoints are .npz files of plain arrays (weights, vocabulary as code points,
-options as JSON text, optimizer state), read back with `allow_pickle=False`.
+Embedding -> tanh RNN, LSTM or GRU stack -> Linear -> softmax over the characters, trained with
+truncated BPTT: the training text is cut into `--batch` parallel streams, each read in chunks of
+`--bptt` steps, and the recurrent state is carried from one chunk to the next as plain arrays.
+The last 10% of the text is held out; its perplexity is compared with that of the training part's
+unigram distribution, and the model with the lowest held-out perplexity is the one kept.
+
+Checkpoints are .npz files of plain arrays (weights, vocabulary as code points, options as JSON
+text with the corpus's path and SHA-256, optimizer state), written atomically and read back with
+`allow_pickle=False` after every array header has been checked against the sizes the options
+imply, so a damaged file is refused before anything large is allocated.
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -17,13 +22,16 @@ import sysconfig
 import textwrap
 import time
 import zipfile
+import zlib
 
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM
+from .. import GRU, LSTM, RNN
+from .._io import atomic_write
 from ..clip import clip_grad_norm
-from ._cli import add_backend_arguments, choose_backend, non_negative_int, positive_float, positive_int, write_json
+from ._cli import (add_backend_arguments, choose_backend, non_negative_int, output_problem, positive_float,
+                   positive_int, write_json)
 from ..losses import softmax_cross_entropy
 from ..modules import Embedding, Linear
 from ..optim import Adagrad, Adam, merge
@@ -38,29 +46,46 @@ STDLIB_MODULES = (
 )
 HELD_OUT_FRACTION = 0.1
 FORMAT = "fastrnn-charlm-1"
-CELLS = {"lstm": LSTM, "gru": GRU}
+# "rnn" is min-char-rnn's tanh Elman RNN.
+CELLS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
 ARCHITECTURE_DEFAULTS = {"cell": "lstm", "layers": 1, "hidden": 256, "embed": 32}
 DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.05}
 DEFAULT_STEPS = 800
+DEFAULT_SAMPLE = 400
 DTYPE = np.float32
+# Characters per forward call when scoring a text (one stream, the state carried across calls).
+SCORE_CHUNK = 256
+# A checkpoint's JSON options and format marker are small; a larger text member is damage.
+MAX_TEXT_BYTES = 1 << 20
 
 DESCRIPTION = f"""\
-Character-level language model: embedding -> LSTM or GRU (1-3 layers) -> linear -> softmax,
-trained with truncated backpropagation through time, gradient clipping and Adam or Adagrad.
-The last {HELD_OUT_FRACTION:.0%} of the text is held out: its perplexity is reported as training goes and
-compared with the unigram baseline (the character frequencies of the training part, add-one
-smoothed). Then the model writes a sample. Ctrl-C ends training early; evaluation, sampling and
-saving still follow.
+Character-level language model: embedding -> tanh RNN, LSTM or GRU (1-3 layers) -> linear ->
+softmax, trained with truncated backpropagation through time, gradient clipping and Adam or
+Adagrad. The last {HELD_OUT_FRACTION:.0%} of the text is held out: its perplexity is measured every --eval-every
+steps and compared with the unigram baseline (the character frequencies of the training part,
+add-one smoothed). Training ends with the model of the lowest held-out perplexity seen (--keep
+best, the default), and --patience N stops it after N evaluations without improvement. Then the
+model writes a sample. Ctrl-C ends training early; evaluation, sampling and saving still follow.
 
 Without FILE it trains on Python source from this machine's standard library, the files
 {textwrap.fill(", ".join(STDLIB_MODULES), 96)}
 under sysconfig.get_paths()["stdlib"], concatenated in that order; nothing is downloaded.
+A checkpoint records the path and SHA-256 of the text it was trained on: `--load CKPT --steps N`
+without FILE resumes on that text, and fails with an error if it is gone or has changed.
+
+--score FILE prints the log-likelihood of FILE's characters after the first, each given all the
+ones before it, and its perplexity, under the final model; a character outside the model's
+vocabulary is an error that lists the unknown characters.
+
+--save and --json files are written atomically (a temporary file, then a rename): a crash or a
+full disk leaves the previous file intact. Both paths are checked before training starts.
 
 examples:
   python -m fastrnn charlm --save model.npz          # about two minutes with the cython backend
   python -m fastrnn charlm --load model.npz --sample 500 --prime "def "
-  python -m fastrnn charlm --load model.npz --steps 400 --save model.npz   # resume training
-  python -m fastrnn charlm my_text.txt --cell gru --layers 2 --minutes 10"""
+  python -m fastrnn charlm --load model.npz --steps 400 --save model.npz   # resume on the same text
+  python -m fastrnn charlm --load model.npz --score some_text.py
+  python -m fastrnn charlm my_text.txt --cell gru --layers 2 --minutes 10 --patience 3"""
 
 
 class CharLMError(Exception):
@@ -109,9 +134,15 @@ def add_arguments(parser):
                           help="clip the global gradient norm to NORM (default: %(default)s)")
     training.add_argument("--eval-every", type=positive_int, default=200, metavar="N",
                           help="measure the held-out perplexity every N steps (default: %(default)s)")
+    training.add_argument("--keep", choices=("best", "last"), default="best",
+                          help="the model training ends with: 'best', the one of the lowest held-out "
+                               "perplexity measured (a resumed model included), or 'last' (default: %(default)s)")
+    training.add_argument("--patience", type=positive_int, metavar="N",
+                          help="stop training after N evaluations in a row without a lower held-out "
+                               "perplexity (default: train all --steps)")
     sampling = parser.add_argument_group("sampling and checkpoints")
-    sampling.add_argument("--sample", type=non_negative_int, default=400, metavar="N",
-                          help="characters to generate after training (default: %(default)s)")
+    sampling.add_argument("--sample", type=non_negative_int, metavar="N",
+                          help=f"characters to generate after training (default: {DEFAULT_SAMPLE}, or 0 with --score)")
     sampling.add_argument("--prime", metavar="TEXT",
                           help="text the sample continues; its characters must be in the vocabulary "
                                "(default: a newline)")
@@ -119,9 +150,15 @@ def add_arguments(parser):
                           help="divide the logits by this before sampling: lower is more conservative "
                                "(default: %(default)s)")
     sampling.add_argument("--save", metavar="CKPT",
-                          help="write weights, vocabulary, options and optimizer state to CKPT (.npz)")
+                          help="write the model training ended with (see --keep), its vocabulary, options, "
+                               "corpus record and optimizer state to CKPT (.npz, atomically; it may be the "
+                               "--load file)")
     sampling.add_argument("--load", metavar="CKPT",
-                          help="start from a checkpoint written by --save; with --steps 0 it only samples")
+                          help="start from a checkpoint written by --save; with --steps 0 it only samples "
+                               "(or scores); without FILE, training resumes on the checkpoint's text")
+    sampling.add_argument("--score", metavar="TEXT_FILE",
+                          help="print the log-likelihood per character and the perplexity of TEXT_FILE "
+                               "under the final model; unknown characters are an error")
     add_backend_arguments(parser, "seed of the weights and of the sample")
 
 
@@ -159,6 +196,35 @@ def default_corpus():
     return f"{len(STDLIB_MODULES)} standard-library modules ({stdlib})", "".join(texts)
 
 
+def text_sha256(text):
+    """Hex SHA-256 of `text` as UTF-8: what a checkpoint records of its corpus."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def corpus_record(path, text):
+    """The checkpoint's record of its training text: absolute path (None: the default corpus) and hash."""
+    return {"path": None if path is None else os.path.abspath(path), "sha256": text_sha256(text)}
+
+
+def recorded_corpus(checkpoint, ckpt_path):
+    """(description, text) of the text a checkpoint was trained on; CharLMError if it is gone or changed."""
+    corpus = checkpoint["corpus"]
+    if corpus is None:
+        raise CharLMError(f"checkpoint {ckpt_path} does not record the text it was trained on: "
+                          "give the text FILE to resume training")
+    if corpus["path"] is None:
+        source, text = default_corpus()
+    else:
+        if not os.path.isfile(corpus["path"]):
+            raise CharLMError(f"checkpoint {ckpt_path} was trained on {corpus['path']}, which no longer exists: "
+                              "give a text FILE to resume training")
+        source, text = corpus["path"], read_text(corpus["path"])
+    if text_sha256(text) != corpus["sha256"]:
+        raise CharLMError(f"{source} has changed since checkpoint {ckpt_path} was trained on it (SHA-256 differs): "
+                          "give it as FILE to train on it as it is now")
+    return source, text
+
+
 def encode(text, vocab, what):
     """`text` as int64 indices into `vocab`; CharLMError naming `what` for an unknown character."""
     index = {char: i for i, char in enumerate(vocab)}
@@ -173,7 +239,7 @@ def encode(text, vocab, what):
 
 
 class CharModel:
-    """Embedding (V -> E) -> LSTM/GRU stack (E -> H) -> Linear (H -> V), on (T, B) indices."""
+    """Embedding (V -> E) -> RNN/LSTM/GRU stack (E -> H) -> Linear (H -> V), on (T, B) indices."""
 
     def __init__(self, vocab_size, architecture, backend, seed):
         rng = np.random.default_rng(seed)
@@ -188,9 +254,26 @@ class CharModel:
         self.grads = merge(**{name: module.grads for name, module in self.modules.items()})
 
     def forward(self, inputs, state):
-        """logits (T, B, V) and the state after the last step, from indices (T, B)."""
+        """logits (T, B, V) and the state after the last step, from indices (T, B), for training."""
         y, state = self.rnn(self.embed(inputs), state)
         return self.head(y), state
+
+    def infer(self, inputs, state):
+        """Like `forward`, for evaluation, scoring and sampling: no dropout, nothing to learn from.
+
+        The one place the model runs for inference, so an inference mode of the layers (one that
+        keeps nothing for backward) plugs in here.
+        """
+        self.rnn.eval()
+        try:
+            return self.forward(inputs, state)
+        finally:
+            self.rnn.train()
+
+    def step(self, indices, state):
+        """One step of the model: logits (B, V) after characters `indices` (B,) from `state`."""
+        logits, state = self.infer(np.asarray(indices)[None, :], state)
+        return logits[0], state
 
     def backward(self, dlogits):
         dy = self.head.backward(dlogits)
@@ -211,8 +294,54 @@ class CharModel:
             raise KeyError(f"unexpected parameter {extra[0]!r}")
 
 
+def expected_param_shapes(architecture, vocab_size):
+    """"module.name" -> shape of every parameter of a CharModel, computed without building one."""
+    hidden, embed = architecture["hidden"], architecture["embed"]
+    gate_rows = CELLS[architecture["cell"]].num_gates * hidden
+    shapes = {"embed.weight": (vocab_size, embed)}
+    for layer in range(architecture["layers"]):
+        shapes[f"rnn.weight_ih_l{layer}"] = (gate_rows, embed if layer == 0 else hidden)
+        shapes[f"rnn.weight_hh_l{layer}"] = (gate_rows, hidden)
+        shapes[f"rnn.bias_ih_l{layer}"] = (gate_rows,)
+        shapes[f"rnn.bias_hh_l{layer}"] = (gate_rows,)
+    shapes.update({"head.weight": (vocab_size, hidden), "head.bias": (vocab_size,)})
+    return shapes
+
+
+OPTIMIZERS = {"adam": Adam, "adagrad": Adagrad}
+
+
 def make_optimizer(name, lr):
-    return Adam(lr) if name == "adam" else Adagrad(lr)
+    return OPTIMIZERS[name](lr)
+
+
+def optimizer_entries(name):
+    """buffer -> "like param" or "step": the entries `state_dict` keeps per parameter for `name`.
+
+    Read from a real optimizer after one step on a one-element parameter, so this follows the
+    optimizer's own state layout.
+    """
+    optimizer = make_optimizer(name, 1.0)
+    optimizer.step({"p": np.zeros(1, DTYPE)}, {"p": np.zeros(1, DTYPE)})
+    return {key.rpartition("/")[2]: "like param" if value.shape == (1,) else "step"
+            for key, value in optimizer.state_dict().items()}
+
+
+def log_softmax(logits):
+    """log of the softmax over the last axis, in float64."""
+    shifted = logits.astype(np.float64) - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def target_log_probs(model, inputs, targets, chunk):
+    """log p(targets[t, b] | inputs[:t + 1, b]) (T, B) float64, the state carried over chunks of `chunk` steps."""
+    out = np.empty(targets.shape)
+    state = None
+    for start in range(0, len(inputs), chunk):
+        logits, state = model.infer(inputs[start:start + chunk], state)
+        picked = np.take_along_axis(log_softmax(logits), targets[start:start + chunk, :, None], axis=-1)
+        out[start:start + chunk] = picked[..., 0]
+    return out
 
 
 def heldout_nll(model, held, batch, chunk):
@@ -225,15 +354,12 @@ def heldout_nll(model, held, batch, chunk):
     length = (len(held) - 1) // streams
     inputs = held[:streams * length].reshape(streams, length).T
     targets = held[1:streams * length + 1].reshape(streams, length).T
-    model.rnn.eval()
-    total, state = 0.0, None
-    for start in range(0, length, chunk):
-        logits, state = model.forward(inputs[start:start + chunk], state)
-        loss, _ = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                        targets[start:start + chunk].reshape(-1))
-        total += loss * logits.shape[0] * streams
-    model.rnn.train()
-    return total / (length * streams)
+    return float(-target_log_probs(model, inputs, targets, chunk).mean())
+
+
+def score_text(model, data):
+    """log p(data[i] | data[:i]) for i >= 1: a float64 array of len(data) - 1, one stream from a zero state."""
+    return target_log_probs(model, data[:-1, None], data[1:, None], SCORE_CHUNK)[:, 0]
 
 
 def unigram_nll(train, held, vocab_size):
@@ -245,79 +371,254 @@ def unigram_nll(train, held, vocab_size):
 
 def sample(model, vocab, prime, length, temperature, rng):
     """`prime` followed by `length` characters drawn one at a time from the model."""
-    model.rnn.eval()
-    logits, state = model.forward(encode(prime, vocab, "--prime")[:, None], None)
+    logits, state = model.infer(encode(prime, vocab, "--prime")[:, None], None)
+    logits = logits[-1, 0]
     chars = []
     for _ in range(length):
-        scaled = logits[-1, 0].astype(np.float64) / temperature
+        scaled = logits.astype(np.float64) / temperature
         probs = np.exp(scaled - scaled.max())
         cumulative = np.cumsum(probs)
         index = min(int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")), len(vocab) - 1)
         chars.append(vocab[index])
-        logits, state = model.forward(np.array([[index]]), state)
-    model.rnn.train()
+        logits, state = model.step(np.array([index]), state)
+        logits = logits[0]
     return prime + "".join(chars)
+
+
+class BestModel:
+    """The lowest held-out perplexity so far, copies of the weights and optimizer state then, and
+    how many evaluations in a row have not beaten it (for --patience)."""
+
+    def __init__(self, patience):
+        self.patience = patience
+        self.perplexity, self.step, self.params, self.optim = math.inf, None, None, None
+        self.stale = 0
+
+    def offer(self, step, perplexity, model, optimizer):
+        """Keep the model if `perplexity` is the lowest so far; returns whether it was."""
+        if perplexity < self.perplexity:  # False for NaN
+            self.perplexity, self.step, self.stale = perplexity, step, 0
+            self.params = {name: array.copy() for name, array in model.params.items()}
+            self.optim = optimizer.state_dict()
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def exhausted(self):
+        """True when --patience evaluations in a row have not improved."""
+        return self.patience is not None and self.stale >= self.patience
+
+    def restore(self, model, optimizer):
+        model.load(self.params)
+        optimizer.load_state_dict(self.optim)
 
 
 # -- checkpoints --------------------------------------------------------------------------
 
 
-def save_checkpoint(path, model, vocab, architecture, optimizer, optim_name, step):
+def save_checkpoint(path, model, vocab, architecture, optimizer, optim_name, step, corpus):
+    """Write the checkpoint atomically: a crash or a full disk leaves the previous file at `path`."""
+    options = {**architecture, "optim": optim_name, "step": step, "corpus": corpus}
     arrays = {
         "format": np.array(FORMAT),
-        "options": np.array(json.dumps({**architecture, "optim": optim_name, "step": step})),
+        "options": np.array(json.dumps(options)),
         "vocab": np.array([ord(char) for char in vocab], dtype=np.int32),
     }
     arrays.update({f"param/{name}": array for name, array in model.params.items()})
     arrays.update({f"optim/{key}": array for key, array in optimizer.state_dict().items()})
     try:
-        with open(path, "wb") as file:  # a file object, so numpy does not append ".npz"
+        with atomic_write(path) as file:  # a file object, so numpy does not append ".npz"
             np.savez(file, **arrays)
     except OSError as error:
-        raise CharLMError(f"cannot write checkpoint {path}: {error.strerror}") from None
+        raise CharLMError(f"cannot write checkpoint {path}: {error.strerror or error}") from None
 
 
-def load_checkpoint(path):
-    """What save_checkpoint wrote: architecture, optim_name, step, vocab, params and optim state."""
+def read_headers(path):
+    """name -> (shape, dtype) of every array of the .npz at `path`, from the headers alone.
+
+    Members must be stored uncompressed (as numpy.savez writes them), within the file's size,
+    and each one's size must be its header plus exactly shape x itemsize bytes: so no header can
+    make the loader allocate more than the file holds.
+    """
     not_ours = f"{path} is not a fastrnn charlm checkpoint"
+    headers = {}
     try:
-        loaded = np.load(path, allow_pickle=False)
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            if any(info.compress_type != zipfile.ZIP_STORED for info in infos):
+                raise CharLMError(f"checkpoint {path} has compressed arrays, which charlm does not read "
+                                  "(charlm writes them with numpy.savez, uncompressed)")
+            stored = sum(info.file_size for info in infos)
+            if any(info.file_size != info.compress_size for info in infos) or stored > os.path.getsize(path):
+                raise CharLMError(f"checkpoint {path} is damaged (its arrays claim more bytes than the file holds)")
+            for info in infos:
+                name = info.filename[:-len(".npy")]
+                if not info.filename.endswith(".npy") or name in headers:
+                    raise CharLMError(f"{not_ours} (member {info.filename!r} is not one array)")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version not in ((1, 0), (2, 0)):
+                        raise ValueError(f"unsupported .npy version {version}")
+                    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
+                    shape, _, dtype = read_header(member)
+                    data_start = member.tell()
+                if dtype.hasobject:
+                    raise CharLMError(f"{not_ours} (array {name!r} holds pickled objects)")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if info.file_size != data_start + nbytes:
+                    raise CharLMError(f"checkpoint {path} is damaged (array {name!r} claims shape {shape} of "
+                                      f"{dtype}, {nbytes} bytes, but the archive holds {info.file_size - data_start})")
+                headers[name] = (shape, dtype)
     except FileNotFoundError:
         raise CharLMError(f"cannot read checkpoint {path}: no such file") from None
     except IsADirectoryError:
         raise CharLMError(f"cannot read checkpoint {path}: it is a directory") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
-        raise CharLMError(f"{not_ours} (not an .npz archive of plain arrays)") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise CharLMError(f"{not_ours} (it holds a single array, not an .npz archive)")
+    except PermissionError:
+        raise CharLMError(f"cannot read checkpoint {path}: permission denied") from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, zlib.error):
+        raise CharLMError(f"{not_ours} (not an intact .npz archive)") from None
+    except (OSError, ValueError, EOFError, SyntaxError) as error:
+        raise CharLMError(f"{not_ours} (an .npz archive with a damaged array header: {error})") from None
+    return headers
+
+
+def check_header(path, name, header, shape, kinds, itemsize=None):
+    """CharLMError unless array `name` has `shape` and a dtype of one of `kinds` (and `itemsize`)."""
+    got_shape, dtype = header
+    if dtype.kind not in kinds or (itemsize is not None and dtype.itemsize != itemsize):
+        raise CharLMError(f"checkpoint {path} is damaged ({name!r} has dtype {dtype})")
+    if shape is not None and got_shape != shape:
+        raise CharLMError(f"checkpoint {path} does not fit this model ({name!r} has shape {got_shape}, "
+                          f"the options imply {shape})")
+
+
+def read_arrays(path, names):
+    """The arrays `names` of the .npz at `path`, loaded without pickle."""
     try:
-        with loaded:
-            arrays = {name: loaded[name] for name in loaded.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        raise CharLMError(f"{not_ours} (an .npz archive that holds pickled objects or is damaged)") from None
-    if str(arrays.get("format", "")) != FORMAT:
-        raise CharLMError(f"{not_ours} (no '{FORMAT}' format marker)")
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in names}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, pickle.UnpicklingError) as error:
+        raise CharLMError(f"checkpoint {path} is damaged (reading its arrays: {error})") from None
+
+
+def is_size(value, low, high=None):
+    """True for an int (not a bool) in [low, high]."""
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= low
+            and (high is None or value <= high))
+
+
+def parse_options(path, text):
+    """The stored options (architecture, optimizer, step, corpus), each checked for type and range."""
+    damaged = f"checkpoint {path} is damaged"
     try:
-        options = json.loads(str(arrays["options"]))
-        codes = arrays["vocab"]
-        vocab = "".join(chr(code) for code in codes.tolist())
-        architecture = {key: options[key] for key in ARCHITECTURE_DEFAULTS}
-        step = int(options["step"])
-    except (KeyError, TypeError, ValueError, OverflowError) as error:
-        raise CharLMError(f"checkpoint {path} is damaged ({type(error).__name__}: {error})") from None
-    sizes_ok = all(isinstance(architecture[key], int) and architecture[key] > 0 for key in ("hidden", "embed"))
-    if architecture["cell"] not in CELLS or architecture["layers"] not in (1, 2, 3) or not sizes_ok:
-        raise CharLMError(f"checkpoint {path} is damaged (options {json.dumps(architecture)})")
-    if not vocab or len(set(vocab)) != len(vocab):
+        options = json.loads(text)
+    except ValueError:
+        raise CharLMError(f"{damaged} (its options are not JSON)") from None
+    if not isinstance(options, dict):
+        raise CharLMError(f"{damaged} (its options are not a JSON object)")
+    missing = [key for key in (*ARCHITECTURE_DEFAULTS, "step") if key not in options]
+    if missing:
+        raise CharLMError(f"{damaged} (its options lack {missing[0]!r})")
+    architecture = {key: options[key] for key in ARCHITECTURE_DEFAULTS}
+    valid = (isinstance(architecture["cell"], str) and architecture["cell"] in CELLS
+             and is_size(architecture["layers"], 1, 3)
+             and is_size(architecture["hidden"], 1) and is_size(architecture["embed"], 1))
+    if not valid:
+        raise CharLMError(f"{damaged} (options {json.dumps(architecture)}: expected cell one of {', '.join(CELLS)}, "
+                          "layers an integer 1-3, hidden and embed positive integers)")
+    if not is_size(options["step"], 0):
+        raise CharLMError(f"{damaged} (step {json.dumps(options['step'])} is not a non-negative integer)")
+    optim_name = options.get("optim")
+    if optim_name is not None and optim_name not in OPTIMIZERS:
+        raise CharLMError(f"{damaged} (unknown optimizer {json.dumps(optim_name)})")
+    corpus = options.get("corpus")
+    corpus_ok = corpus is None or (
+        isinstance(corpus, dict) and set(corpus) == {"path", "sha256"}
+        and (corpus["path"] is None or isinstance(corpus["path"], str))
+        and isinstance(corpus["sha256"], str) and len(corpus["sha256"]) == 64)
+    if not corpus_ok:
+        raise CharLMError(f"{damaged} (its corpus record {json.dumps(corpus)} is not a path and a SHA-256)")
+    return architecture, optim_name, options["step"], corpus
+
+
+def parse_vocab(path, codes):
+    """The vocabulary string from its int32 code points; CharLMError for repeats or non-characters."""
+    codes = codes.tolist()
+    if not codes or len(set(codes)) != len(codes):
         raise CharLMError(f"checkpoint {path} is damaged (its vocabulary is empty or repeats a character)")
+    if any(not (0 <= code <= 0x10FFFF) or 0xD800 <= code <= 0xDFFF for code in codes):
+        raise CharLMError(f"checkpoint {path} is damaged (its vocabulary holds a value that is no character)")
+    return "".join(map(chr, codes))
+
+
+def load_checkpoint(path):
+    """What save_checkpoint wrote: architecture, optim_name, step, corpus, vocab, params and optim state.
+
+    Validated before anything large is read: the array headers must match the shapes and dtypes
+    the stored options imply, the archive must have exactly the expected arrays, and every
+    loaded weight and optimizer buffer must be finite. Anything else is a CharLMError.
+    """
+    not_ours = f"{path} is not a fastrnn charlm checkpoint"
+    headers = read_headers(path)
+    small = {"format": "U", "options": "U", "vocab": "iu"}
+    for name, kinds in small.items():
+        if name not in headers:
+            raise CharLMError(f"{not_ours} (no {name!r} array)")
+        check_header(path, name, headers[name], None, kinds)
+    for name in ("format", "options"):
+        shape, dtype = headers[name]
+        if shape != () or dtype.itemsize > MAX_TEXT_BYTES:
+            raise CharLMError(f"{not_ours} ({name!r} is not a short string)")
+    if len(headers["vocab"][0]) != 1 or headers["vocab"][0][0] > 0x110000:
+        raise CharLMError(f"checkpoint {path} is damaged (its vocabulary has shape {headers['vocab'][0]})")
+    meta = read_arrays(path, small)
+    if str(meta["format"]) != FORMAT:
+        raise CharLMError(f"{not_ours} (no '{FORMAT}' format marker)")
+    architecture, optim_name, step, corpus = parse_options(path, str(meta["options"]))
+    vocab = parse_vocab(path, meta["vocab"])
+
+    expected = {f"param/{name}": shape for name, shape in expected_param_shapes(architecture, len(vocab)).items()}
+    optim_names = [name for name in headers if name.startswith("optim/")]
+    if optim_names:
+        if optim_name is None:
+            raise CharLMError(f"checkpoint {path} is damaged (optimizer state but no optimizer named)")
+        for name, shape in list(expected.items()):
+            for buffer, kind in optimizer_entries(optim_name).items():
+                expected[f"optim/{name[len('param/'):]}/{buffer}"] = shape if kind == "like param" else ()
+    missing = [name for name in expected if name not in headers]
+    extra = [name for name in headers if name not in expected and name not in small]
+    if missing or extra:
+        what = f"lacks array {missing[0]!r}" if missing else f"has an unexpected array {extra[0]!r}"
+        raise CharLMError(f"checkpoint {path} does not fit this model (it {what} for {describe(architecture)})")
+    for name, shape in expected.items():
+        is_step = name.endswith("/step")
+        check_header(path, name, headers[name], shape, "iu" if is_step else "f", None if is_step else 4)
+
+    arrays = read_arrays(path, expected)
+    for name, array in arrays.items():
+        if name.endswith("/step"):
+            if array < 0:
+                raise CharLMError(f"checkpoint {path} is damaged ({name!r} is negative)")
+        elif not np.isfinite(array).all():
+            raise CharLMError(f"checkpoint {path} holds non-finite values (NaN or inf) in {name!r}: "
+                              "the model it saved had diverged")
     return {
         "architecture": architecture,
-        "optim_name": options.get("optim"),
+        "optim_name": optim_name,
         "step": step,
+        "corpus": corpus,
         "vocab": vocab,
-        "params": {name[len("param/"):]: value for name, value in arrays.items() if name.startswith("param/")},
+        "params": {name[len("param/"):]: value.astype(DTYPE) for name, value in arrays.items()
+                   if name.startswith("param/")},
         "optim": {name[len("optim/"):]: value for name, value in arrays.items() if name.startswith("optim/")},
     }
+
+
+def describe(architecture):
+    """"LSTM 2x256, embedding 32"."""
+    return (f"{architecture['cell'].upper()} {architecture['layers']}x{architecture['hidden']}, "
+            f"embedding {architecture['embed']}")
 
 
 def resolve_architecture(args, checkpoint):
@@ -339,7 +640,7 @@ def resolve_architecture(args, checkpoint):
 
 
 def run(args):
-    """Train, evaluate, sample and save as the options say; returns the exit code."""
+    """Train, evaluate, score, sample and save as the options say; returns the exit code."""
     try:
         return _run(args)
     except CharLMError as error:
@@ -350,30 +651,43 @@ def run(args):
 def _run(args):
     if args.steps is None:
         args.steps = 0 if args.load else DEFAULT_STEPS
+    if args.sample is None:
+        args.sample = 0 if args.score else DEFAULT_SAMPLE
+    for path, option in ((args.save, "--save"), (args.json, "--json")):
+        problem = path and output_problem(path, option)
+        if problem:
+            raise CharLMError(problem)  # now, not after training
     backend = choose_backend(args.backend, "charlm")
     if backend is None:
         return 2
     checkpoint = load_checkpoint(args.load) if args.load else None
     architecture = resolve_architecture(args, checkpoint)
-    source, text = None, None
+    source, text, corpus = None, None, checkpoint["corpus"] if checkpoint else None
     if args.file is not None:
         source, text = args.file, read_text(args.file)
-    elif args.steps > 0 or checkpoint is None:
+        corpus_path = args.file
+    elif checkpoint is not None and args.steps > 0:
+        source, text = recorded_corpus(checkpoint, args.load)
+        print(f"resuming on the text checkpoint {args.load} was trained on (unchanged: same SHA-256)")
+        corpus_path = checkpoint["corpus"]["path"]
+    elif checkpoint is None:
         source, text = default_corpus()
+        corpus_path = None
+    if text is not None and (checkpoint is None or args.steps > 0):
+        corpus = corpus_record(corpus_path, text)  # the text this run trains on
     vocab = checkpoint["vocab"] if checkpoint else "".join(sorted(set(text)))
     prime = args.prime if args.prime is not None else ("\n" if "\n" in vocab else vocab[0])
     if not prime:
         raise CharLMError("--prime must have at least one character")
     encode(prime, vocab, "--prime")  # fail now rather than after training
+    scored = read_score_text(args.score, vocab) if args.score else None
 
     init_seed, sample_seed = np.random.SeedSequence(args.seed).spawn(2)
     model = CharModel(len(vocab), architecture, backend, init_seed)
     optimizer = make_optimizer(args.optim, args.lr or DEFAULT_LR[args.optim])
     step = restore(model, optimizer, checkpoint, args) if checkpoint else 0
-    cells = f"{architecture['cell'].upper()} {architecture['layers']}x{architecture['hidden']}"
     origin = f"checkpoint {args.load} (step {step})" if checkpoint else f"seed {args.seed}"
-    print(f"charlm: {cells}, embedding {architecture['embed']}, vocabulary {len(vocab)}, from {origin}, "
-          f"backend {backend}")
+    print(f"charlm: {describe(architecture)}, vocabulary {len(vocab)}, from {origin}, backend {backend}")
     results = {"backend": backend, "vocab_size": len(vocab), **architecture, "seed": args.seed, "start_step": step}
 
     if text is not None:
@@ -385,17 +699,18 @@ def _run(args):
         print(f"text: {source}, {len(data):,} characters ({len(train):,} for training, {len(held):,} held out)")
         results.update(source=source, characters=len(data), unigram_perplexity=unigram)
         if args.steps > 0:
-            results.update(train_model(model, optimizer, train, held, step, args, unigram))
-            step = results["steps_total"]
-        if results.get("history"):
-            perplexity = results["history"][-1]["heldout_perplexity"]
-        else:
+            results.update(train_model(model, optimizer, train, held, step, args, unigram, checkpoint is not None))
+            step = results["kept_step"]
+        perplexity = results.get("heldout_perplexity")
+        if perplexity is None:
             perplexity = math.exp(heldout_nll(model, held, args.batch, 4 * args.bptt))
         ratio = unigram / perplexity
         print(f"held-out perplexity {perplexity:.2f} vs unigram baseline {unigram:.2f} "
               f"({ratio:.1f}x {'lower' if ratio >= 1 else 'higher'})")
         results["heldout_perplexity"] = perplexity
 
+    if scored is not None:
+        results["score"] = report_score(model, args.score, scored)
     if args.sample:
         generated = sample(model, vocab, prime, args.sample, args.temperature, np.random.default_rng(sample_seed))
         print(f"\n--- sample: {args.sample} characters at temperature {args.temperature}, seed {args.seed} ---")
@@ -403,11 +718,32 @@ def _run(args):
         print("--- end of sample ---")
         results["sample"] = generated
     if args.save:
-        save_checkpoint(args.save, model, vocab, architecture, optimizer, args.optim, step)
+        save_checkpoint(args.save, model, vocab, architecture, optimizer, args.optim, step, corpus)
         print(f"saved checkpoint {args.save} (step {step})")
     if args.json and not write_json(args.json, results, "charlm"):
         return 2
     return 0
+
+
+def read_score_text(path, vocab):
+    """The --score text as indices; CharLMError for an unreadable text, one of < 2 characters or unknown ones."""
+    data = encode(read_text(path), vocab, f"--score {path}")
+    if len(data) < 2:
+        raise CharLMError(f"--score {path} needs at least 2 characters: the first is the context of the rest")
+    return data
+
+
+def report_score(model, path, data):
+    """Score `data` (the indices of the text at `path`), print the figures and return them for --json."""
+    log_probs = score_text(model, data)
+    nats = float(-log_probs.mean())
+    figures = {"file": path, "characters": len(data), "scored_characters": len(log_probs),
+               "log_likelihood": float(log_probs.sum()), "nats_per_char": nats, "bits_per_char": nats / math.log(2),
+               "perplexity": math.exp(nats), "char_log_probs": log_probs.tolist()}
+    print(f"score: {path}, characters 2-{len(data)} given the ones before: log-likelihood "
+          f"{figures['log_likelihood']:.2f} nats, {nats:.4f} nats = {figures['bits_per_char']:.4f} bits per "
+          f"character, perplexity {figures['perplexity']:.2f}")
+    return figures
 
 
 def restore(model, optimizer, checkpoint, args):
@@ -456,29 +792,35 @@ def train_step(model, optimizer, inputs, targets, state, clip):
     return loss, state
 
 
-def train_model(model, optimizer, train, held, first_step, args, unigram):
+def train_model(model, optimizer, train, held, first_step, args, unigram, resumed):
     """Truncated BPTT over `--batch` streams of `train`; returns the numbers for the report.
 
     The data position follows the global step, so training resumed from a checkpoint continues
-    where it stopped (from a zero state). Ctrl-C ends training early; the model is then still
-    evaluated, sampled and saved.
+    where it stopped (from a zero state). A resumed model is evaluated first, so it competes for
+    --keep best. Ctrl-C ends training early; the model is then still evaluated, sampled and saved.
     """
     length = len(train) // args.batch
     streams = train[:args.batch * length].reshape(args.batch, length)
     chunks_per_pass = (length - 1) // args.bptt
     deadline = time.perf_counter() + 60 * args.minutes if args.minutes else math.inf
     history, running, skipped, state, done = [], None, 0, None, 0
+    best = BestModel(args.patience)
     bar = tqdm(total=args.steps, desc="charlm", unit="step", disable=args.quiet, file=sys.stderr,
                dynamic_ncols=True)
 
     def evaluate():
         perplexity = math.exp(heldout_nll(model, held, args.batch, 4 * args.bptt))
         history.append({"step": first_step + done, "train_loss": running, "heldout_perplexity": perplexity})
-        bar.set_postfix_str(f"loss {running:.3f}, held-out ppl {perplexity:.2f}")
+        improved = best.offer(first_step + done, perplexity, model, optimizer)
+        loss = "resumed model" if running is None else f"train loss {running:.3f} (ppl {math.exp(running):.2f})"
+        bar.set_postfix_str(f"held-out ppl {perplexity:.2f}")
         if not args.quiet:
-            bar.write(f"step {first_step + done}: train loss {running:.3f} (ppl {math.exp(running):.2f}), "
-                      f"held-out perplexity {perplexity:.2f} (unigram {unigram:.2f})", file=sys.stderr)
+            bar.write(f"step {first_step + done}: {loss}, held-out perplexity {perplexity:.2f} "
+                      f"(unigram {unigram:.2f}){', best so far' if improved else ''}", file=sys.stderr)
 
+    if resumed:
+        evaluate()
+    stopped_early = False
     start = time.perf_counter()
     try:
         while done < args.steps and time.perf_counter() < deadline:
@@ -497,6 +839,9 @@ def train_model(model, optimizer, train, held, first_step, args, unigram):
             running = loss if running is None else 0.95 * running + 0.05 * loss
             if done % args.eval_every == 0:
                 evaluate()
+                if best.exhausted:
+                    stopped_early = True
+                    break
             elif done % 10 == 0:
                 bar.set_postfix_str(f"loss {running:.3f}", refresh=False)
     except KeyboardInterrupt:
@@ -508,5 +853,15 @@ def train_model(model, optimizer, train, held, first_step, args, unigram):
     bar.close()
     print(f"trained {done} steps ({done * args.batch * args.bptt:,} characters) in {seconds:.1f} s"
           + (f", {skipped} skipped for a non-finite gradient" if skipped else ""))
-    return {"steps": done, "steps_total": first_step + done, "train_seconds": seconds,
-            "train_loss": running, "history": history}
+    if stopped_early:
+        print(f"stopped early: no lower held-out perplexity in {args.patience} evaluations "
+              f"(best {best.perplexity:.2f} at step {best.step})")
+    kept_step, perplexity = first_step + done, history[-1]["heldout_perplexity"] if history else None
+    if args.keep == "best" and best.step is not None and best.step != kept_step:
+        best.restore(model, optimizer)
+        kept_step, perplexity = best.step, best.perplexity
+        print(f"kept the model of step {kept_step}, the lowest held-out perplexity ({perplexity:.2f}) "
+              f"of {len(history)} evaluations")
+    return {"steps": done, "steps_total": first_step + done, "train_seconds": seconds, "train_loss": running,
+            "history": history, "stopped_early": stopped_early, "best_step": best.step,
+            "kept_step": kept_step, "heldout_perplexity": perplexity}

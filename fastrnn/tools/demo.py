@@ -1,4 +1,4 @@
-"""`python -m fastrnn demo`: the adding problem, where gated cells beat the plain RNN (SPEC §6).
+"""`python -m fastrnn demo`: the adding problem, where gated cells beat the plain RNN (docs/cli.md §2).
 
 The adding problem (Hochreiter & Schmidhuber 1997): every step of a sequence is a pair (a random
 value in [0, 1], a marker in {0, 1}); exactly two steps are marked, one in each half of the
@@ -14,8 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import GRU, LSTM, RNN, available_backends
-from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, positive_float,
-                   positive_int, write_json)
+from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, output_problem,
+                   positive_float, positive_int, write_json)
 from ..clip import clip_grad_norm
 from ..losses import mse
 from ..modules import Linear
@@ -91,8 +91,21 @@ class AddingModel:
         self.grads = merge(rnn=self.rnn.grads, head=self.head.grads)
 
     def predict(self, x):
+        """Predictions (B, 1) for x (T, B, 2), for training: the caller runs backward next."""
         y, _ = self.rnn(x)
         return self.head(y[-1])
+
+    def infer(self, x):
+        """Predictions (B, 1) for x (T, B, 2), for evaluation: no dropout, nothing to learn from.
+
+        The one place the model runs for inference, so an inference mode of the layers (one that
+        keeps nothing for backward) plugs in here.
+        """
+        self.rnn.eval()
+        try:
+            return self.predict(x)
+        finally:
+            self.rnn.train()
 
     def train_step(self, x, target, optimizer, clip):
         """One forward, backward, clip and update; returns the batch MSE before the update."""
@@ -131,9 +144,7 @@ def train_cell(cell, args, backend, init_seed, data_seed, progress):
 
 
 def heldout_mse(model, x_test, y_test):
-    model.rnn.eval()
-    loss, _ = mse(model.predict(x_test), y_test)
-    model.rnn.train()
+    loss, _ = mse(model.infer(x_test), y_test)
     return loss
 
 
@@ -177,6 +188,10 @@ def lesson(results, seq_len):
 
 def run(args):
     """Train, evaluate and report; returns the exit code."""
+    problem = args.json and output_problem(args.json, "--json")
+    if problem:
+        print(f"fastrnn demo: error: {problem}", file=sys.stderr)  # now, not after training
+        return 2
     backend = choose_backend(args.backend, "demo")
     if backend is None:
         return 2
