@@ -9,7 +9,6 @@ import pytest
 
 import fastrnn
 from conftest import TINY_CHARLM, run_cli
-from test_cli import corpus  # noqa: F401 (a fixture: the small Python-like text test_cli trains on)
 from fastrnn.__main__ import main
 from fastrnn.tools import charlm
 

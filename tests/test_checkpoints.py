@@ -13,7 +13,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import cli_command
+from conftest import cli_command, simulate_full_disk
 from fastrnn import _io
 from fastrnn.__main__ import main
 from fastrnn.tools import charlm
@@ -328,7 +328,6 @@ def test_a_file_size_limit_fails_the_save_cleanly_and_keeps_the_old_checkpoint(g
 
 @pytest.mark.parametrize("where", ["write", "fsync"])
 def test_a_full_disk_fails_every_writer_cleanly_and_keeps_the_old_file(where, good, tmp_path, monkeypatch, capsys):
-    from test_io import simulate_full_disk
 
     checkpoint = tmp_path / "ck.npz"
     checkpoint.write_bytes(good.read_bytes())

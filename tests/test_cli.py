@@ -104,17 +104,6 @@ def test_demo_rejects_an_unknown_cell():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    rng = np.random.default_rng(7)
-    names = ["alpha", "beta", "gamma", "delta"]
-    lines = [f"def {names[i % 4]}_{i}(x):\n    return x * {rng.integers(10)} + {rng.integers(10)}\n\n"
-             for i in range(150)]
-    path = tmp_path_factory.mktemp("charlm") / "corpus.py"
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
-
-
-@pytest.fixture(scope="module")
 def trained(corpus):
     """A 30-step run that samples, saves a checkpoint and writes JSON."""
     ckpt, json_path = corpus.parent / "model.npz", corpus.parent / "run.json"

@@ -7,6 +7,7 @@ import pytest
 
 from fastrnn import _io
 from fastrnn._io import atomic_write, check_writable
+from conftest import simulate_full_disk
 
 
 def leftovers(folder):
@@ -109,39 +110,6 @@ def test_an_error_before_anything_exists_creates_nothing(tmp_path):
         with atomic_write(tmp_path / "f"):
             raise RuntimeError("boom")
     assert os.listdir(tmp_path) == []
-
-
-class DiskFull:
-    """A file wrapper whose writes fail with ENOSPC once `room` bytes are written."""
-
-    def __init__(self, file, room):
-        self.file, self.room = file, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.file.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.file, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.file.close()
-
-
-def simulate_full_disk(monkeypatch, where, room=100):
-    """Make the disk 'fill up' in a write after `room` bytes, or in the fsync."""
-    if where == "write":
-        real_fdopen = os.fdopen
-        monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: DiskFull(real_fdopen(*args, **kwargs), room))
-    else:
-        def fsync(fd):
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        monkeypatch.setattr(os, "fsync", fsync)
 
 
 @pytest.mark.parametrize("where", ["write", "fsync"])

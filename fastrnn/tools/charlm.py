@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM, RNN
+from .. import GRU, LSTM, RNN, no_grad
 from .._io import atomic_write
 from ..clip import clip_grad_norm
 from ._cli import (add_backend_arguments, choose_backend, non_negative_int, output_problem, positive_float,
@@ -261,12 +261,12 @@ class CharModel:
     def infer(self, inputs, state):
         """Like `forward`, for evaluation, scoring and sampling: no dropout, nothing to learn from.
 
-        The one place the model runs for inference, so an inference mode of the layers (one that
-        keeps nothing for backward) plugs in here.
+        The one place the model runs for inference: under no_grad, nothing is kept for backward.
         """
         self.rnn.eval()
         try:
-            return self.forward(inputs, state)
+            with no_grad():
+                return self.forward(inputs, state)
         finally:
             self.rnn.train()
 

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM, RNN, available_backends
+from .. import GRU, LSTM, RNN, available_backends, no_grad
 from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, output_problem,
                    positive_float, positive_int, write_json)
 from ..clip import clip_grad_norm
@@ -98,12 +98,12 @@ class AddingModel:
     def infer(self, x):
         """Predictions (B, 1) for x (T, B, 2), for evaluation: no dropout, nothing to learn from.
 
-        The one place the model runs for inference, so an inference mode of the layers (one that
-        keeps nothing for backward) plugs in here.
+        The one place the model runs for inference: under no_grad, nothing is kept for backward.
         """
         self.rnn.eval()
         try:
-            return self.predict(x)
+            with no_grad():
+                return self.predict(x)
         finally:
             self.rnn.train()
 
