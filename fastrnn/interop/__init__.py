@@ -1,0 +1,12 @@
+"""Moving weights between fastrnn layers and Keras 3, ONNX and PyTorch.
+
+- `to_keras_weights` / `load_keras_weights`: Keras `LSTM`, `GRU`, `SimpleRNN` weight lists.
+- `to_onnx` / `from_onnx`: ONNX models of `LSTM`, `GRU`, `RNN` nodes (needs the `onnx` package).
+- `load_torch_state_dict`: a `torch.nn.LSTM/GRU/RNN` state_dict of tensors or arrays.
+
+None of Keras, ONNX or PyTorch is needed to import this module; `pip install "fastrnn[interop]"`
+installs onnx and onnxruntime.
+"""
+from .keras import load_keras_weights, to_keras_weights
+
+__all__ = ["to_keras_weights", "load_keras_weights"]
