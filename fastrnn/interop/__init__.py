@@ -8,5 +8,6 @@ None of Keras, ONNX or PyTorch is needed to import this module; `pip install "fa
 installs onnx and onnxruntime.
 """
 from .keras import load_keras_weights, to_keras_weights
+from .onnx import from_onnx, to_onnx
 
-__all__ = ["to_keras_weights", "load_keras_weights"]
+__all__ = ["to_keras_weights", "load_keras_weights", "to_onnx", "from_onnx"]

@@ -22,6 +22,11 @@ PREFIXES = {
 CELL_NAMES = {LSTM: "LSTM", GRU: "GRU", RNN: "RNN"}
 
 
+def reorder_gates(array, order, hidden):
+    """The gate blocks of `array` (axis 0 holds G blocks of `hidden` rows) taken in `order`."""
+    return np.concatenate([array[gate * hidden:(gate + 1) * hidden] for gate in order])
+
+
 def check_layer(layer):
     """The layer's cell name ("LSTM", "GRU" or "RNN"); TypeError for anything else."""
     name = CELL_NAMES.get(type(layer))

@@ -17,17 +17,13 @@ Keras has no peephole LSTM. Nothing here imports Keras.
 """
 import numpy as np
 
-from ._common import cell_option, check_layer, load_units, unit_arrays
+from ._common import cell_option, check_layer, load_units, reorder_gates, unit_arrays
 
 __all__ = ["to_keras_weights", "load_keras_weights"]
 
-# For each cell: the PyTorch gate (row block) at each Keras gate position.
+# For each cell: the PyTorch gate (row block) at each Keras gate position. Each order is its own
+# inverse, so the same order maps Keras's gates back.
 _KERAS_GATES = {"LSTM": (0, 1, 2, 3), "GRU": (1, 0, 2), "RNN": (0,)}
-
-
-def _reorder(array, order, hidden):
-    """The gate blocks of `array` (axis 0 of G*H rows) taken in `order`; its own inverse for these orders."""
-    return np.concatenate([array[gate * hidden:(gate + 1) * hidden] for gate in order])
 
 
 def _split_bias(layer):
@@ -61,9 +57,9 @@ def to_keras_weights(layer):
     order, hidden, split = _KERAS_GATES[cell], layer.hidden_size, _split_bias(layer)
     weights = []
     for unit in unit_arrays(layer):
-        weights += [_reorder(unit["w_ih"], order, hidden).T.copy(), _reorder(unit["w_hh"], order, hidden).T.copy()]
+        weights += [reorder_gates(unit[name], order, hidden).T.copy() for name in ("w_ih", "w_hh")]
         if layer.bias:
-            b_ih, b_hh = _reorder(unit["b_ih"], order, hidden), _reorder(unit["b_hh"], order, hidden)
+            b_ih, b_hh = reorder_gates(unit["b_ih"], order, hidden), reorder_gates(unit["b_hh"], order, hidden)
             weights.append(np.stack([b_ih, b_hh]) if split else b_ih + b_hh)
     return weights
 
@@ -99,12 +95,12 @@ def load_keras_weights(layer, weights):
     units = []
     for start in range(0, len(weights), per_unit):
         kernel, recurrent = (np.asarray(array) for array in weights[start:start + 2])
-        unit = {"w_ih": _reorder(kernel.T, order, hidden), "w_hh": _reorder(recurrent.T, order, hidden)}
+        unit = {"w_ih": reorder_gates(kernel.T, order, hidden), "w_hh": reorder_gates(recurrent.T, order, hidden)}
         if layer.bias:
             bias = np.asarray(weights[start + 2])
             if split:
-                unit["b_ih"], unit["b_hh"] = (_reorder(row, order, hidden) for row in bias)
+                unit["b_ih"], unit["b_hh"] = (reorder_gates(row, order, hidden) for row in bias)
             else:
-                unit["b_ih"] = _reorder(bias, order, hidden)
+                unit["b_ih"] = reorder_gates(bias, order, hidden)
         units.append(unit)
     load_units(layer, units)
