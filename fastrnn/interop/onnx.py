@@ -14,6 +14,8 @@ The graph's input is `x` ((T, B, D), or (B, T, D) for batch_first layers), optio
 (int32 (B,), ONNX's `sequence_lens`) and the initial state `h0` (and `c0` for LSTM) of shape
 (num_layers * dirs, B, H); its outputs are `y`, `h_n` (and `c_n`), as fastrnn's forward returns
 them. Needs the `onnx` package (`pip install "fastrnn[interop]"`); onnxruntime runs the result.
+float64 layers export valid float64 models, but onnxruntime's CPU LSTM, GRU and RNN kernels run
+float32 only: export a float32 copy of the layer to run it there.
 """
 import os
 
