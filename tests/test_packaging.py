@@ -1,5 +1,8 @@
 """Packaging metadata: `--version`, the console script's entry point, the LICENSE, pyproject fields."""
+import os
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +28,15 @@ def test_python_m_fastrnn_version():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"fastrnn {fastrnn.__version__}"
     assert re.fullmatch(r"\d+\.\d+\.\d+", fastrnn.__version__)
+
+
+def test_console_script_when_installed():
+    script = shutil.which("fastrnn", path=os.path.dirname(sys.executable))
+    if script is None:
+        pytest.skip("no fastrnn console script next to this Python: `pip install .` installs it")
+    result = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"fastrnn {fastrnn.__version__}"
 
 
 @pytest.mark.skipif(not (ROOT / "pyproject.toml").exists(), reason="needs the source tree")
