@@ -11,8 +11,10 @@ pickle anywhere: the file is a NumPy zip archive read with `allow_pickle=False`,
 - `optimizer/<key>`: the optimizer's `state_dict()` (keys like "rnn.weight_ih_l0/exp_avg").
 
 The file is written through `fastrnn._io.atomic_write`, so a crash or kill during `save` leaves
-the previous file whole. `load` checks the archive against its manifest before building anything
-and raises ValueError for a damaged or inconsistent file.
+the previous file whole. `load` checks every array header against the archive's size and the
+manifest before reading any array (so no damaged header can make it allocate more than the file
+holds), builds each module from its manifest entry and checks its parameter shapes against the
+arrays before loading them; a damaged or inconsistent file is a ValueError naming the entry.
 """
 import json
 import zipfile
@@ -23,6 +25,7 @@ import numpy as np
 
 from . import layers, modules as simple_modules, optim
 from ._io import atomic_write
+from ._npz import read_arrays, read_headers
 
 __all__ = ["save", "load", "Checkpoint"]
 
@@ -179,34 +182,38 @@ def load(path, *, backend="auto"):
 
 
 def _read(path):
-    """(manifest, arrays) from the file, every array checked against the manifest's shape and dtype."""
+    """(manifest, arrays) from the file: every array header checked against the manifest's shape
+    and dtype before the arrays are read (see fastrnn._npz)."""
+    headers = read_headers(path)
+    if MANIFEST not in headers or headers[MANIFEST][1] != np.uint8 or len(headers[MANIFEST][0]) != 1:
+        raise ValueError(f"{path} is not a fastrnn checkpoint (no {MANIFEST} entry of bytes)")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if MANIFEST not in archive.files:
-                raise ValueError(f"{path} is not a fastrnn checkpoint (no {MANIFEST} entry)")
             manifest = json.loads(archive[MANIFEST].tobytes().decode("utf-8"))
-            arrays = {key: archive[key] for key in archive.files if key != MANIFEST}
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, UnicodeDecodeError, ValueError, KeyError) as error:
-        raise ValueError(f"{path} is not a readable fastrnn checkpoint: {error}") from None
+    except (OSError, EOFError, ValueError, UnicodeDecodeError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{path}: the manifest does not read: {error}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path} is not a fastrnn checkpoint (format {manifest.get('format')!r})"
                          if isinstance(manifest, dict) else f"{path}: the manifest is not a JSON object")
     if manifest.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {manifest.get('version')!r}, this fastrnn reads version {VERSION}")
-    for field, kind in (("modules", dict), ("metadata", dict), ("arrays", dict)):
-        if not isinstance(manifest.get(field), kind):
+    for field in ("modules", "metadata", "arrays"):
+        if not isinstance(manifest.get(field), dict):
             raise ValueError(f"{path}: the manifest's {field!r} is missing or not a JSON object")
     listed = manifest["arrays"]
-    if set(listed) != set(arrays):
-        difference = sorted(set(listed) ^ set(arrays))
+    found = {name: header for name, header in headers.items() if name != MANIFEST}
+    if set(listed) != set(found):
+        difference = sorted(set(listed) ^ set(found))
         raise ValueError(f"{path}: the manifest and the archive disagree about entry {difference[0]!r}")
-    for key, array in arrays.items():
-        want = (tuple(listed[key].get("shape", ())), listed[key].get("dtype"))
-        if (array.shape, array.dtype.name) != want:
-            raise ValueError(f"{path}: entry {key!r} has shape {array.shape} and dtype {array.dtype.name}, "
+    for key, (shape, dtype) in found.items():
+        entry = listed[key] if isinstance(listed[key], dict) else {}
+        shape_listed = entry.get("shape")
+        want = (tuple(shape_listed) if isinstance(shape_listed, list) else shape_listed, entry.get("dtype"))
+        if (shape, dtype.name) != want:
+            raise ValueError(f"{path}: entry {key!r} has shape {shape} and dtype {dtype.name}, "
                              f"the manifest says shape {want[0]} and dtype {want[1]}")
+    arrays = read_arrays(path)
+    del arrays[MANIFEST]
     return manifest, arrays
 
 

@@ -1,4 +1,5 @@
 """fastrnn.save / fastrnn.load: whole models and optimizer state in one pickle-free, atomic file."""
+import io
 import json
 import os
 import signal
@@ -191,7 +192,20 @@ def test_damaged_files_raise_value_error(saved, tmp_path):
     np.savez(plain, weight=np.zeros(3))
     pickled = tmp_path / "pickled.npz"
     np.savez(pickled, __manifest__=np.array([{"format": "fastrnn-checkpoint"}], dtype=object))
-    for path in (truncated, flipped, text, plain, pickled):
+    # A header that claims a huge shape must not make the loader try to allocate it.
+    huge = tmp_path / "huge.npz"
+    with zipfile.ZipFile(saved) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**6, 10**6)})
+    members["module/head/weight.npy"] = header.getvalue() + bytes(16)
+    with zipfile.ZipFile(huge, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    compressed = tmp_path / "compressed.npz"
+    with np.load(saved) as archive:
+        np.savez_compressed(compressed, **{name: archive[name] for name in archive.files})
+    for path in (truncated, flipped, text, plain, pickled, huge, compressed):
         with pytest.raises(ValueError, match=str(path.name)):
             fastrnn.load(path)
     with pytest.raises(FileNotFoundError):
