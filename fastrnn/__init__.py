@@ -11,11 +11,12 @@ from .clip import clip_grad_norm
 from ._gradcheck import gradcheck, numerical_gradient
 from .layers import GRU, LSTM, RNN
 from .modules import Embedding, Linear
+from .serialization import Checkpoint, load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "gradcheck",
     "numerical_gradient", "available_backends", "LSTMCell", "GRUCell", "RNNCell", "no_grad",
-    "is_grad_enabled",
+    "is_grad_enabled", "save", "load", "Checkpoint",
 ]

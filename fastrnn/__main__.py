@@ -1,4 +1,4 @@
-"""Command line: `python -m fastrnn {demo,charlm,seq2seq,bench} [options]` (docs/cli.md).
+"""Command line: `fastrnn {demo,charlm,seq2seq,bench} [options]` or `python -m fastrnn ...` (docs/cli.md).
 
 Each command lives in its own module with `add_arguments(parser)` and `run(args) -> exit code`.
 `bench` is imported only when it is the command asked for, so a problem there cannot break the
@@ -7,6 +7,7 @@ other commands and `--help` stays quick.
 import argparse
 import sys
 
+from . import __version__
 from .tools import charlm, demo, seq2seq
 
 DESCRIPTION = """\
@@ -14,11 +15,17 @@ fastrnn: fast LSTM, GRU and Elman-RNN layers for NumPy.
 Run `python -m fastrnn COMMAND --help` for the options of each command."""
 
 
+def program_name():
+    """How the user ran us, for usage lines: `python -m fastrnn` or the `fastrnn` console script."""
+    return "python -m fastrnn" if sys.argv and sys.argv[0].endswith("__main__.py") else "fastrnn"
+
+
 def build_parser(command=None):
     """The argument parser; `bench`'s options are added only when `command` is "bench"."""
     parser = argparse.ArgumentParser(
-        prog="python -m fastrnn", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=program_name(), description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"fastrnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     for name, module in (("demo", demo), ("charlm", charlm), ("seq2seq", seq2seq)):

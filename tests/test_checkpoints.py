@@ -140,11 +140,11 @@ def damage(kind, good, tmp):
     if kind == "compressed arrays":
         with open(target, "wb") as file:
             np.savez_compressed(file, **arrays)
-        return target, "has compressed arrays, which charlm does not read"
+        return target, "is compressed"
     if kind == "pickled object array":
         with open(target, "wb") as file:
             np.savez(file, **{**arrays, "param/head.bias": np.array([{"a": 1}] * 8, dtype=object)})
-        return target, "holds pickled objects"
+        return target, "holds Python objects (pickles)"
     raise AssertionError(kind)
 
 

@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM, RNN, no_grad
+from .. import GRU, LSTM, RNN, _npz, no_grad
 from .._io import atomic_write
 from ..clip import clip_grad_norm
 from ._cli import (add_backend_arguments, choose_backend, non_negative_int, output_problem, positive_float,
@@ -435,52 +435,14 @@ def save_checkpoint(path, model, vocab, architecture, optimizer, optim_name, ste
 
 
 def read_headers(path):
-    """name -> (shape, dtype) of every array of the .npz at `path`, from the headers alone.
-
-    Members must be stored uncompressed (as numpy.savez writes them), within the file's size,
-    and each one's size must be its header plus exactly shape x itemsize bytes: so no header can
-    make the loader allocate more than the file holds.
-    """
-    not_ours = f"{path} is not a fastrnn charlm checkpoint"
-    headers = {}
+    """name -> (shape, dtype) of every array of the checkpoint at `path`, from the headers alone
+    (see fastrnn/_npz.py: no header can make the loader allocate more than the file holds)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            if any(info.compress_type != zipfile.ZIP_STORED for info in infos):
-                raise CharLMError(f"checkpoint {path} has compressed arrays, which charlm does not read "
-                                  "(charlm writes them with numpy.savez, uncompressed)")
-            stored = sum(info.file_size for info in infos)
-            if any(info.file_size != info.compress_size for info in infos) or stored > os.path.getsize(path):
-                raise CharLMError(f"checkpoint {path} is damaged (its arrays claim more bytes than the file holds)")
-            for info in infos:
-                name = info.filename[:-len(".npy")]
-                if not info.filename.endswith(".npy") or name in headers:
-                    raise CharLMError(f"{not_ours} (member {info.filename!r} is not one array)")
-                with archive.open(info) as member:
-                    version = np.lib.format.read_magic(member)
-                    if version not in ((1, 0), (2, 0)):
-                        raise ValueError(f"unsupported .npy version {version}")
-                    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_0")
-                    shape, _, dtype = read_header(member)
-                    data_start = member.tell()
-                if dtype.hasobject:
-                    raise CharLMError(f"{not_ours} (array {name!r} holds pickled objects)")
-                nbytes = math.prod(shape) * dtype.itemsize
-                if info.file_size != data_start + nbytes:
-                    raise CharLMError(f"checkpoint {path} is damaged (array {name!r} claims shape {shape} of "
-                                      f"{dtype}, {nbytes} bytes, but the archive holds {info.file_size - data_start})")
-                headers[name] = (shape, dtype)
+        return _npz.read_headers(path)
     except FileNotFoundError:
         raise CharLMError(f"cannot read checkpoint {path}: no such file") from None
-    except IsADirectoryError:
-        raise CharLMError(f"cannot read checkpoint {path}: it is a directory") from None
-    except PermissionError:
-        raise CharLMError(f"cannot read checkpoint {path}: permission denied") from None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, zlib.error):
-        raise CharLMError(f"{not_ours} (not an intact .npz archive)") from None
-    except (OSError, ValueError, EOFError, SyntaxError) as error:
-        raise CharLMError(f"{not_ours} (an .npz archive with a damaged array header: {error})") from None
-    return headers
+    except ValueError as error:
+        raise CharLMError(f"{path} is not a usable fastrnn charlm checkpoint: {error}") from None
 
 
 def check_header(path, name, header, shape, kinds, itemsize=None):
