@@ -5,14 +5,16 @@ that reads like the equations; both compute SPEC §2 with PyTorch's weight names
 """
 from . import losses, optim
 from ._backends import available_backends
-from .clip import clip_grad_norm
+from .clip import clip_grad_norm, clip_grad_value
 from ._gradcheck import gradcheck, numerical_gradient
 from .layers import GRU, LSTM, RNN
+from .losses import perplexity, softmax
 from .modules import Embedding, Linear
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "gradcheck",
+    "LSTM", "GRU", "RNN", "Linear", "Embedding", "losses", "optim", "clip_grad_norm", "clip_grad_value",
+    "softmax", "perplexity", "gradcheck",
     "numerical_gradient", "available_backends",
 ]

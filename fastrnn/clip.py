@@ -54,7 +54,8 @@ def clip_grad_norm(grads, max_norm):
     """
     max_norm = real_number("max_norm", max_norm, low=0.0, low_open=True, allow_inf=True)
     arrays = _checked_grads(grads)
-    norm = math.sqrt(sum(_sum_of_squares(grad) for grad in arrays))
+    with np.errstate(over="ignore"):  # an overflowing float32 sum is redone in float64
+        norm = math.sqrt(sum(_sum_of_squares(grad) for grad in arrays))
     clip_coef = max_norm / (norm + 1e-6)
     if math.isfinite(norm) and clip_coef < 1.0:
         for grad in arrays:
