@@ -18,6 +18,17 @@ class Linear(Module):
     Parameters `weight` (out_features, in_features) and, with bias=True, `bias` (out_features,),
     both drawn from U(-1/sqrt(in_features), 1/sqrt(in_features)) as torch.nn.Linear does.
     `backward` uses the weights current at the time it is called.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of the last axis of x and of y, >= 1.
+    bias : bool, default True
+        Whether to add a learned bias.
+    dtype : numpy.float32 or numpy.float64, default float32
+        Dtype of the parameters, gradients and outputs.
+    seed : None, int or numpy.random.Generator
+        Source of the initial weights.
     """
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
@@ -87,6 +98,15 @@ class Embedding(Module):
     Parameter `weight` (num_embeddings, embedding_dim) drawn from N(0, 1) as torch.nn.Embedding
     does. `backward` scatter-adds dy into the rows of grads["weight"] that were looked up
     (repeated indices accumulate) and returns None: indices have no gradient.
+
+    Parameters
+    ----------
+    num_embeddings, embedding_dim : int
+        Rows (the vocabulary size) and columns of the table, >= 1.
+    dtype : numpy.float32 or numpy.float64, default float32
+        Dtype of the table, its gradient and the outputs.
+    seed : None, int or numpy.random.Generator
+        Source of the initial table.
     """
 
     def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):

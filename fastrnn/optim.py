@@ -16,6 +16,11 @@ modules update and zero them in place (as fastrnn's layers do).
 
 `state_dict()` is a flat dict of plain arrays (saveable with numpy.savez and loadable without
 pickle); the hyperparameters are not in it: build the optimizer with the same ones.
+
+Hyperparameters must be finite numbers in range (a ValueError names the one that is not).
+`step` checks every parameter and gradient before it writes anything, and updates in place
+with preallocated scratch space, slice by slice, so no update allocates arrays of the
+parameters' size.
 """
 import math
 from collections.abc import Mapping

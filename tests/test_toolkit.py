@@ -25,6 +25,18 @@ def rng(seed=0):
     return np.random.default_rng(seed)
 
 
+def assert_loss_matches_torch(torch, ours, torch_loss, pred, target):
+    """`ours` == (loss, dpred) matches torch_loss(pred, target) and its gradient, in pred's dtype."""
+    loss, dpred = ours
+    dtype = pred.dtype.type
+    pred_t = torch.tensor(pred, requires_grad=True)
+    loss_t = torch_loss(pred_t, torch.tensor(target))
+    loss_t.backward()
+    assert dpred.dtype == dtype
+    assert_allclose(loss, loss_t.item(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_allclose(dpred, pred_t.grad.numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+
+
 # -- gradcheck itself -------------------------------------------------------------------------
 
 
@@ -373,14 +385,10 @@ def test_cross_entropy_matches_torch(torch, dtype, ignore_index):
     generator = rng(6)
     logits = (3 * generator.standard_normal((8, 5))).astype(dtype)
     targets = generator.integers(0, 5, size=8)
-    loss, dlogits = losses.softmax_cross_entropy(logits, targets, ignore_index=ignore_index)
-
-    logits_t = torch.tensor(logits, requires_grad=True)
     kwargs = {} if ignore_index is None else {"ignore_index": ignore_index}
-    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.tensor(targets), **kwargs)
-    loss_t.backward()
-    assert_allclose(loss, loss_t.item(), rtol=RTOL[dtype], atol=ATOL[dtype])
-    assert_allclose(dlogits, logits_t.grad.numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_loss_matches_torch(
+        torch, losses.softmax_cross_entropy(logits, targets, ignore_index=ignore_index),
+        lambda pred, target: torch.nn.functional.cross_entropy(pred, target, **kwargs), logits, targets)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -455,13 +463,7 @@ def test_mse_matches_torch_and_keeps_dtype(torch, dtype):
     generator = rng(8)
     pred = generator.standard_normal((5, 3)).astype(dtype)
     target = generator.standard_normal((5, 3)).astype(dtype)
-    loss, dpred = losses.mse(pred, target)
-    pred_t = torch.tensor(pred, requires_grad=True)
-    loss_t = torch.nn.functional.mse_loss(pred_t, torch.tensor(target))
-    loss_t.backward()
-    assert dpred.dtype == dtype
-    assert_allclose(loss, loss_t.item(), rtol=RTOL[dtype], atol=ATOL[dtype])
-    assert_allclose(dpred, pred_t.grad.numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_loss_matches_torch(torch, losses.mse(pred, target), torch.nn.functional.mse_loss, pred, target)
 
 
 def test_mse_rejects_target_of_other_shape():

@@ -11,9 +11,8 @@ import fastrnn
 from fastrnn import gradcheck, losses, optim
 from fastrnn.clip import clip_grad_norm, clip_grad_value
 from fastrnn.modules import Embedding, Linear
+from test_toolkit import ATOL, RTOL, assert_loss_matches_torch
 
-RTOL = {np.float32: 1e-5, np.float64: 1e-10}
-ATOL = {np.float32: 1e-6, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
 
 
@@ -42,14 +41,8 @@ def test_cross_entropy_with_probability_targets_matches_torch(torch, dtype):
     generator = rng(1)
     logits = (3 * generator.standard_normal((7, 5))).astype(dtype)
     targets = probability_rows(generator, (7, 5), dtype)
-    loss, dlogits = losses.softmax_cross_entropy(logits, targets)
-
-    logits_t = torch.tensor(logits, requires_grad=True)
-    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.tensor(targets))
-    loss_t.backward()
-    assert dlogits.dtype == dtype
-    assert_allclose(loss, loss_t.item(), rtol=RTOL[dtype], atol=ATOL[dtype])
-    assert_allclose(dlogits, logits_t.grad.numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_loss_matches_torch(torch, losses.softmax_cross_entropy(logits, targets),
+                              torch.nn.functional.cross_entropy, logits, targets)
 
 
 def test_cross_entropy_probability_targets_gradient_matches_finite_differences():
@@ -119,12 +112,8 @@ def test_cross_entropy_matches_torch_whichever_shift(torch, dtype, spread):
     generator = rng(4)
     logits = (generator.standard_normal((64, 9)) + spread * generator.integers(-3, 4, (64, 1))).astype(dtype)
     targets = generator.integers(0, 9, 64)
-    loss, dlogits = losses.softmax_cross_entropy(logits, targets)
-    logits_t = torch.tensor(logits, requires_grad=True)
-    loss_t = torch.nn.functional.cross_entropy(logits_t, torch.tensor(targets))
-    loss_t.backward()
-    assert_allclose(loss, loss_t.item(), rtol=RTOL[dtype], atol=ATOL[dtype])
-    assert_allclose(dlogits, logits_t.grad.numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    assert_loss_matches_torch(torch, losses.softmax_cross_entropy(logits, targets),
+                              torch.nn.functional.cross_entropy, logits, targets)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
