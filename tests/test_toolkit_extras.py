@@ -106,11 +106,15 @@ def test_cross_entropy_probability_targets_of_no_rows_is_zero():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("spread", [1.0, 60.0], ids=["one-shift", "per-row-shift"])
-def test_cross_entropy_matches_torch_whichever_shift(torch, dtype, spread):
-    # Rows offset by up to +-spread * 3: within the safe range (one shift) or far beyond it.
+@pytest.mark.parametrize("low, high", [(-3.0, 3.0), (-39.5, 39.5), (-200.0, 200.0)],
+                         ids=["one-shift", "one-shift-widest", "per-row-shift"])
+def test_cross_entropy_matches_torch_whichever_shift(torch, dtype, low, high):
+    # Rows offset within [low, high]: one shift for the whole array while the range is within
+    # losses.SAFE_RANGE (80 for float32), one per row beyond it.
     generator = rng(4)
-    logits = (generator.standard_normal((64, 9)) + spread * generator.integers(-3, 4, (64, 1))).astype(dtype)
+    offsets = generator.uniform(low, high, (64, 1))
+    offsets[:2, 0] = low, high
+    logits = (offsets + 0.1 * generator.standard_normal((64, 9))).astype(dtype)
     targets = generator.integers(0, 9, 64)
     assert_loss_matches_torch(torch, losses.softmax_cross_entropy(logits, targets),
                               torch.nn.functional.cross_entropy, logits, targets)
