@@ -1,11 +1,15 @@
 """Time each piece of the char-LM training step outside the recurrent layer (float32).
 
-    python benchmarks/toolkit_step.py [--repeats N]
+    python benchmarks/toolkit_step.py [--repeats N] [--cpu-time]
 
 The step is charlm's: Embedding -> LSTM -> Linear -> softmax_cross_entropy -> backward ->
 clip_grad_norm -> Adam. Every piece is timed once per round, the rounds interleaved, and the
 median per piece printed with its share of the whole step (charlm's `train_step`, timed in the
 same rounds). "toolkit" is the sum of the pieces other than the LSTM.
+
+--cpu-time times with the process's CPU time instead of the wall clock: on a shared, busy
+machine, run with OPENBLAS_NUM_THREADS=1 (everything on one thread), it leaves out the time
+the process waited for a core, and so approaches the figures of an idle machine.
 """
 import argparse
 import time
@@ -62,7 +66,7 @@ def pieces(model, optimizer, inputs, targets):
     }
 
 
-def measure(label, steps, batch, architecture, repeats):
+def measure(label, steps, batch, architecture, repeats, clock):
     rng = np.random.default_rng(0)
     model = CharModel(VOCAB, architecture, "auto", seed=0)
     optimizer = Adam(2e-3)
@@ -74,15 +78,16 @@ def measure(label, steps, batch, architecture, repeats):
     times = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            start = time.perf_counter()
+            start = clock()
             call()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     median_ms = {name: 1e3 * float(np.median(values)) for name, values in times.items()}
     # Forward is counted inside fwd+bwd; the toolkit is what runs once per step.
     toolkit_names = ("embedding fwd+bwd", "linear fwd+bwd", "softmax_cross_entropy", "clip_grad_norm", "Adam step")
     toolkit = sum(median_ms[name] for name in toolkit_names)
     step = median_ms["whole step"]
-    print(f"\n{label}, vocab {VOCAB}, embed {architecture['embed']}: median of {repeats} interleaved rounds")
+    print(f"\n{label}, vocab {VOCAB}, embed {architecture['embed']}: median of {repeats} interleaved rounds, "
+          f"{clock.__name__}")
     print(f"{'piece':<24}{'ms':>9}{'% of step':>11}")
     for name, value in median_ms.items():
         print(f"{name:<24}{value:9.3f}{100 * value / step:10.1f}%")
@@ -92,9 +97,11 @@ def measure(label, steps, batch, architecture, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--cpu-time", action="store_true", help="time with the process's CPU time")
     args = parser.parse_args()
+    clock = time.process_time if args.cpu_time else time.perf_counter
     for label, steps, batch, architecture in CONFIGS:
-        measure(label, steps, batch, architecture, args.repeats)
+        measure(label, steps, batch, architecture, args.repeats, clock)
 
 
 if __name__ == "__main__":
