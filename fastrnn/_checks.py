@@ -123,9 +123,9 @@ def real_number(name, value, low=None, high=None, *, low_open=False, high_open=F
     above = low is None or (value > low if low_open else value >= low)
     below = high is None or (value < high if high_open else value <= high)
     if not (above and below and (math.isfinite(value) or (allow_inf and not math.isnan(value)))):
-        lower = "-inf" if low is None else f"{low}"
-        upper = "inf" if high is None else f"{high}"
-        interval = f"{'(' if low_open or low is None else '['}{lower}, {upper}{')' if high_open or high is None else ']'}"
+        lower = "(-inf" if low is None else ("(" if low_open else "[") + f"{low}"
+        upper = ("inf]" if allow_inf else "inf)") if high is None else f"{high}" + (")" if high_open else "]")
+        interval = f"{lower}, {upper}"
         finite = "" if allow_inf else "finite "
         raise ValueError(f"{name} must be a {finite}number in {interval}, got {value}")
     return value

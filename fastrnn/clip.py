@@ -1,5 +1,7 @@
 """Gradient clipping in place, as torch.nn.utils.clip_grad_norm_ and clip_grad_value_ do it.
 
+See docs/toolkit.md §6.
+
 Both check every array first and only then write, so a bad entry leaves all of them unchanged.
 """
 import math

@@ -1,4 +1,5 @@
-"""Losses returning (loss, gradient with respect to the prediction), ready for `backward`, and softmax.
+"""Losses returning (loss, gradient with respect to the prediction), ready for `backward`, and softmax
+(docs/toolkit.md §4).
 
 The loss is a Python float; the gradient is a fresh array of the prediction's dtype. float16
 predictions are computed in float32 (a float16 sum of 65,505 or more ones is already infinite)

@@ -1,4 +1,4 @@
-"""Linear and Embedding: the layers that go around a recurrent stack (SPEC §5).
+"""Linear and Embedding: the layers that go around a recurrent stack (docs/toolkit.md §2, §3).
 
 They follow the recurrent layers' conventions: `forward` caches what `backward` needs,
 `backward` ADDS the parameter gradients into `grads`, `params`/`grads` are dicts of arrays

@@ -1,4 +1,4 @@
-"""Optimizers with torch.optim's update rules, over dicts of NumPy arrays (SPEC §5).
+"""Optimizers with torch.optim's update rules, over dicts of NumPy arrays (docs/toolkit.md §5).
 
 `step(params, grads)` updates every array of `params` in place (same object, same dtype) from
 the gradient of the same name. The optimizer's state (momentum buffers, running averages) is

@@ -1,4 +1,4 @@
-"""The training toolkit of SPEC §5: Linear, Embedding, losses, optimizers, clipping, gradcheck."""
+"""The training toolkit (docs/toolkit.md): Linear, Embedding, losses, optimizers, clipping, gradcheck."""
 import io
 import math
 
