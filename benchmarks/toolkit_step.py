@@ -1,6 +1,6 @@
 """Time each piece of the char-LM training step outside the recurrent layer (float32).
 
-    python benchmarks/toolkit_step.py [--repeats N] [--cpu-time]
+    python -m benchmarks.toolkit_step [--repeats N] [--cpu-time]     # from the repository root
 
 The step is charlm's: Embedding -> LSTM -> Linear -> softmax_cross_entropy -> backward ->
 clip_grad_norm -> Adam. Every piece is timed once per round, the rounds interleaved, and the
