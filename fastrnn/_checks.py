@@ -1,4 +1,7 @@
 """Argument checking shared by every public class: one place for the error messages."""
+import math
+import numbers
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -93,3 +96,36 @@ def load_arrays(name, target, source):
     }
     for key, array in target.items():
         array[...] = checked[key]
+
+
+def in_place_float_array(name, value):
+    """`value` itself if it is a writeable float numpy array, to be updated in place.
+
+    Anything else is a TypeError (not a float ndarray) or ValueError (read-only) naming `name`.
+    """
+    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+        kind = f"dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+        raise TypeError(f"{name} must be a float numpy array (it is updated in place), got {kind}")
+    if not value.flags.writeable:
+        raise ValueError(f"{name} is read-only, but it is updated in place: pass a writeable array")
+    return value
+
+
+def real_number(name, value, low=None, high=None, *, low_open=False, high_open=False, allow_inf=False):
+    """`value` as a float between `low` and `high` (each included unless `low_open`/`high_open`).
+
+    NaN is always refused and infinities unless `allow_inf`. A bool or non-real value is a
+    TypeError and a value out of range a ValueError, each naming `name`.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    above = low is None or (value > low if low_open else value >= low)
+    below = high is None or (value < high if high_open else value <= high)
+    if not (above and below and (math.isfinite(value) or (allow_inf and not math.isnan(value)))):
+        lower = "(-inf" if low is None else ("(" if low_open else "[") + f"{low}"
+        upper = ("inf]" if allow_inf else "inf)") if high is None else f"{high}" + (")" if high_open else "]")
+        interval = f"{lower}, {upper}"
+        finite = "" if allow_inf else "finite "
+        raise ValueError(f"{name} must be a {finite}number in {interval}, got {value}")
+    return value

@@ -1,4 +1,4 @@
-"""Linear and Embedding: the layers that go around a recurrent stack (SPEC §5).
+"""Linear and Embedding: the layers that go around a recurrent stack (docs/toolkit.md §2, §3).
 
 They follow the recurrent layers' conventions: `forward` caches what `backward` needs,
 `backward` ADDS the parameter gradients into `grads`, `params`/`grads` are dicts of arrays
@@ -7,6 +7,7 @@ updated in place, and any number of leading dimensions is accepted.
 import numpy as np
 
 from ._checks import float_array, integer_array, positive_int, random_generator
+from ._grad_mode import is_grad_enabled
 from ._module import Module
 
 __all__ = ["Linear", "Embedding"]
@@ -18,6 +19,17 @@ class Linear(Module):
     Parameters `weight` (out_features, in_features) and, with bias=True, `bias` (out_features,),
     both drawn from U(-1/sqrt(in_features), 1/sqrt(in_features)) as torch.nn.Linear does.
     `backward` uses the weights current at the time it is called.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes of the last axis of x and of y, >= 1.
+    bias : bool, default True
+        Whether to add a learned bias.
+    dtype : numpy.float32 or numpy.float64, default float32
+        Dtype of the parameters, gradients and outputs.
+    seed : None, int or numpy.random.Generator
+        Source of the initial weights.
     """
 
     def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
@@ -35,30 +47,51 @@ class Linear(Module):
                 f"bias={'bias' in self.params}, dtype={self.dtype.name})")
 
     def forward(self, x):
-        """y (..., out_features) for x (..., in_features)."""
-        x = float_array("x", x, self.dtype)
+        """y = x @ weight.T + bias.
+
+        Parameters
+        ----------
+        x : array_like of float, shape (..., in_features)
+            Converted to the layer's dtype.
+
+        Returns
+        -------
+        numpy.ndarray, shape (..., out_features), the layer's dtype
+        """
+        # A private copy when kept: the caller may change x before calling backward.
+        keep = is_grad_enabled()
+        x = float_array("x", x, self.dtype, copy=keep)
         if x.ndim == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"x must have shape (..., {self.in_features}), got {x.shape}")
-        # A private copy: the caller may change x before calling backward.
-        x_rows = np.array(x.reshape(-1, self.in_features), order="C")
-        y = x_rows @ self.params["weight"].T
+        x_rows = x.reshape(-1, self.in_features)
+        y = np.matmul(x_rows, self.params["weight"].T)
         if "bias" in self.params:
             y += self.params["bias"]
-        self._cache = (x.shape, x_rows)
+        self._cache = (x.shape, x_rows) if keep else None
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def backward(self, dy):
-        """dx (..., in_features) for dy (..., out_features); adds into grads["weight"], grads["bias"]."""
+        """Gradient with respect to x; adds into grads["weight"] and grads["bias"].
+
+        Parameters
+        ----------
+        dy : array_like of float, shape (..., out_features) like forward's output
+
+        Returns
+        -------
+        dx : numpy.ndarray, shape (..., in_features) like forward's x, the layer's dtype
+        """
         x_shape, x_rows = self._cached()
         expected = x_shape[:-1] + (self.out_features,)
         dy = float_array("dy", dy, self.dtype)
         if dy.shape != expected:
             raise ValueError(f"dy must have shape {expected} (like forward's output), got {dy.shape}")
         dy_rows = dy.reshape(-1, self.out_features)
-        self.grads["weight"] += dy_rows.T @ x_rows
+        self.grads["weight"] += np.matmul(dy_rows.T, x_rows)
         if "bias" in self.params:
-            self.grads["bias"] += dy_rows.sum(axis=0)
-        return (dy_rows @ self.params["weight"]).reshape(x_shape)
+            # Column sums as a vector-matrix product: one BLAS call instead of a reduction.
+            self.grads["bias"] += np.matmul(np.ones(dy_rows.shape[0], dtype=self.dtype), dy_rows)
+        return np.matmul(dy_rows, self.params["weight"]).reshape(x_shape)
 
 
 class Embedding(Module):
@@ -67,6 +100,15 @@ class Embedding(Module):
     Parameter `weight` (num_embeddings, embedding_dim) drawn from N(0, 1) as torch.nn.Embedding
     does. `backward` scatter-adds dy into the rows of grads["weight"] that were looked up
     (repeated indices accumulate) and returns None: indices have no gradient.
+
+    Parameters
+    ----------
+    num_embeddings, embedding_dim : int
+        Rows (the vocabulary size) and columns of the table, >= 1.
+    dtype : numpy.float32 or numpy.float64, default float32
+        Dtype of the table, its gradient and the outputs.
+    seed : None, int or numpy.random.Generator
+        Source of the initial table.
     """
 
     def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
@@ -81,21 +123,46 @@ class Embedding(Module):
                 f"dtype={self.dtype.name})")
 
     def forward(self, indices):
-        """weight[indices], a fresh (..., embedding_dim) array."""
+        """The rows of weight at `indices`.
+
+        Parameters
+        ----------
+        indices : array_like of int, any shape (...), values in [0, num_embeddings)
+
+        Returns
+        -------
+        numpy.ndarray, shape (..., embedding_dim), the layer's dtype; a new array
+        """
         indices = integer_array("indices", indices)
         if indices.size:
             low, high = indices.min(), indices.max()
             if low < 0 or high >= self.num_embeddings:
                 bad = low if low < 0 else high
                 raise ValueError(f"indices must be in [0, {self.num_embeddings}) (num_embeddings), got {bad}")
-        self._cache = indices.copy()
-        return np.take(self.params["weight"], self._cache, axis=0)
+        self._cache = indices.copy() if is_grad_enabled() else None
+        return np.take(self.params["weight"], indices, axis=0)
 
     def backward(self, dy):
-        """Adds dy (..., embedding_dim) into grads["weight"] at the looked-up rows; returns None."""
+        """Add dy into the rows of grads["weight"] that forward looked up; returns None.
+
+        Parameters
+        ----------
+        dy : array_like of float, shape (..., embedding_dim) like forward's output
+        """
         indices = self._cached()
         expected = indices.shape + (self.embedding_dim,)
         dy = float_array("dy", dy, self.dtype)
         if dy.shape != expected:
             raise ValueError(f"dy must have shape {expected} (like forward's output), got {dy.shape}")
-        np.add.at(self.grads["weight"], indices, dy)
+        if not indices.size:
+            return
+        # Sort the rows of dy by index and sum each run of equal indices in one pass
+        # (np.add.at, the obvious scatter-add, goes element by element).
+        flat = indices.reshape(-1)
+        order = np.argsort(flat, kind="stable")
+        sorted_indices = flat[order]
+        run_starts = np.flatnonzero(sorted_indices[1:] != sorted_indices[:-1]) + 1
+        run_starts = np.concatenate(([0], run_starts))
+        run_sums = np.add.reduceat(dy.reshape(-1, self.embedding_dim)[order], run_starts, axis=0)
+        # The indices of the runs are distinct, so this fancy-indexed += adds each sum once.
+        self.grads["weight"][sorted_indices[run_starts]] += run_sums

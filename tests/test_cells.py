@@ -203,3 +203,18 @@ def test_cell_rejects_bad_input_naming_the_argument():
         fastrnn.GRUCell(3, 4, bias="no")
     with pytest.raises(ValueError, match="nonlinearity"):
         fastrnn.RNNCell(3, 4, nonlinearity="sigmoid")
+
+
+def test_no_grad_linear_and_embedding_keep_nothing():
+    linear, embedding = fastrnn.Linear(3, 2, seed=0), fastrnn.Embedding(5, 3, seed=0)
+    with fastrnn.no_grad():
+        y = linear(np.ones((4, 3), np.float32))
+        e = embedding(np.array([1, 4]))
+    assert_allclose(y, linear(np.ones((4, 3), np.float32)), rtol=0, atol=0)
+    assert_allclose(e, embedding.params["weight"][[1, 4]], rtol=0, atol=0)
+    with fastrnn.no_grad():
+        linear(np.ones((4, 3), np.float32))
+        embedding(np.array([1, 4]))
+    for module, dy in ((linear, np.ones((4, 2), np.float32)), (embedding, np.ones((2, 3), np.float32))):
+        with pytest.raises(RuntimeError, match="preceding forward"):
+            module.backward(dy)

@@ -442,7 +442,7 @@ def read_headers(path):
     except FileNotFoundError:
         raise CharLMError(f"cannot read checkpoint {path}: no such file") from None
     except ValueError as error:
-        raise CharLMError(f"{path} is not a usable fastrnn charlm checkpoint: {error}") from None
+        raise CharLMError(f"{error}: not a fastrnn charlm checkpoint") from None
 
 
 def check_header(path, name, header, shape, kinds, itemsize=None):
