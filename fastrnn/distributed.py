@@ -32,13 +32,15 @@ import contextlib
 import math
 import numbers
 import os
+import signal
 import sys
 
 import numpy as np
 
 __all__ = [
     "rank", "size", "is_root", "shard_bounds", "shard", "average_gradients", "broadcast_parameters",
-    "broadcast_optimizer_state", "combine_metrics", "abort_on_error", "abort", "stdout_on_root_only",
+    "broadcast_optimizer_state", "combine_metrics", "abort_on_error", "abort", "defer_interrupts",
+    "interrupted", "stdout_on_root_only",
 ]
 
 ROOT = 0
@@ -49,6 +51,8 @@ LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_S
 
 # dtype -> flat buffer, grown on demand and reused by every collective of this process.
 _buffers = {}
+# Set by the SIGINT handler of `defer_interrupts`.
+_interrupt = {"requested": False}
 
 
 def _mpi():
@@ -423,6 +427,39 @@ def abort_on_error(comm=None):
         abort(1, comm)
 
     sys.excepthook = show_and_abort
+
+
+def defer_interrupts(comm=None):
+    """In a job of several processes, make Ctrl-C set a flag (see `interrupted`) instead of raising.
+
+    mpiexec passes Ctrl-C (SIGINT) on to every rank, and each would raise KeyboardInterrupt at
+    a different point, some while others wait in a collective for them: a hang. With this, the
+    training loop reads `interrupted()` and the ranks agree to stop through a collective (e.g.
+    a flag in `combine_metrics`). A second Ctrl-C makes mpiexec kill the job. Does nothing in a
+    one-process world, where Ctrl-C keeps raising KeyboardInterrupt. Call it from the main thread.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        Default: the world.
+    """
+    if size(comm) == 1:
+        return
+
+    def request_stop(signum, frame):
+        _interrupt["requested"] = True
+
+    signal.signal(signal.SIGINT, request_stop)
+
+
+def interrupted():
+    """True once Ctrl-C arrived after `defer_interrupts` (always False without it).
+
+    Returns
+    -------
+    bool
+    """
+    return _interrupt["requested"]
 
 
 @contextlib.contextmanager

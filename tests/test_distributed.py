@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -175,14 +176,19 @@ needs_mpi = pytest.mark.skipif(
 )
 
 
-def mpiexec(*args, processes=2):
-    """Run `mpiexec -n PROCESSES python ARGS` on this test process's fastrnn; the finished process."""
+def mpiexec_command(*args, processes=2):
+    """(argv, env) that run `mpiexec -n PROCESSES python ARGS` on this test process's fastrnn."""
     argv, env = cli_command()
     env["OPENBLAS_NUM_THREADS"] = "1"  # two ranks on two cores
     for variable in distributed.LAUNCHER_SIZE_VARIABLES:
         env.pop(variable, None)
-    return subprocess.run([MPIEXEC, "-n", str(processes), argv[0], *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=MPI_TIMEOUT)
+    return [MPIEXEC, "-n", str(processes), argv[0], *map(str, args)], env
+
+
+def mpiexec(*args, processes=2):
+    """Run `mpiexec -n PROCESSES python ARGS`; the finished process."""
+    argv, env = mpiexec_command(*args, processes=processes)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=MPI_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -308,3 +314,25 @@ def test_charlm_error_on_every_rank_ends_the_job_with_exit_code_2(charlm_runs):
     result = charlm(2, text, "--batch", "1", "--steps", "2")
     assert result.returncode == 2, result.stderr
     assert "--batch 1 is smaller than the 2 processes" in result.stderr
+
+
+@needs_mpi
+def test_charlm_ctrl_c_stops_every_rank_at_the_same_step_and_still_saves(charlm_runs):
+    folder, text, _ = charlm_runs
+    ckpt, json_path = folder / "interrupted.npz", folder / "interrupted.json"
+    argv, env = mpiexec_command("-m", "fastrnn", "charlm", text, *CHARLM, "--steps", 100000, "--save", ckpt,
+                                "--json", json_path)
+    argv.remove("--quiet")  # rank 0's progress lines on stderr tell when training is under way
+    # SIGINT may be ignored in a background job; mpiexec gets the default handler back.
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in process.stderr:
+        if line.startswith("step 10:"):
+            break
+    process.send_signal(signal.SIGINT)  # mpiexec passes it on to both ranks
+    stdout, stderr = process.communicate(timeout=MPI_TIMEOUT)
+    assert process.returncode == 0, stderr
+    assert stderr.count("interrupted: training stops here") == 1 and "Traceback" not in stderr
+    summary = json.loads(json_path.read_text())
+    assert 10 <= summary["steps"] < 100000
+    assert json.loads(str(np.load(ckpt)["options"]))["step"] == summary["steps"]

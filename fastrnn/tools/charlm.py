@@ -341,8 +341,9 @@ def resolve_architecture(args, checkpoint):
 def run(args):
     """Train, evaluate, sample and save as the options say; returns the exit code."""
     # Data-parallel under mpiexec: one rank's crash or error ends every rank (none is left waiting),
-    # and only rank 0 prints, shows progress, samples and writes files.
+    # Ctrl-C stops them all after the same step, and only rank 0 prints, samples and writes files.
     distributed.abort_on_error()
+    distributed.defer_interrupts()
     if not distributed.is_root():
         args = argparse.Namespace(**{**vars(args), "quiet": True, "sample": 0, "save": None, "json": None})
     try:
@@ -511,10 +512,15 @@ def train_model(model, optimizer, train, held, first_step, args, unigram):
             targets = streams[:, position + 1:position + args.bptt + 1].T
             loss, state = train_step(model, optimizer, inputs, targets, state, args.clip)
             # Data-parallel: the whole batch's loss, and every rank stops at the same step.
-            loss, stop = distributed.combine_metrics([loss, time.perf_counter() >= deadline],
+            time_up = time.perf_counter() >= deadline
+            loss, stop = distributed.combine_metrics([loss, time_up or distributed.interrupted()],
                                                      weight=inputs.shape[1])
             done += 1
             bar.update(1)
+            if stop and distributed.interrupted():  # Ctrl-C, now at the same step on every rank
+                if distributed.is_root():
+                    raise KeyboardInterrupt  # reported and handled as in one process
+                break
             if math.isnan(loss):
                 skipped += 1
                 continue
