@@ -94,35 +94,29 @@ def _comm(comm):
     return world() if comm is None else comm
 
 
-def rank(comm=None):
-    """This process's rank in `comm` (default: the world): 0 in a one-process world.
-
-    Returns
-    -------
-    int
-    """
+def _rank_and_size(comm):
     comm = _comm(comm)
-    return 0 if comm is None else comm.Get_rank()
+    return (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+
+
+def rank(comm=None):
+    """This process's rank in `comm`, an int: 0 in a one-process world.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm, optional
+        Default: the world (see `world`).
+    """
+    return _rank_and_size(comm)[0]
 
 
 def size(comm=None):
-    """The number of processes in `comm` (default: the world): 1 in a one-process world.
-
-    Returns
-    -------
-    int
-    """
-    comm = _comm(comm)
-    return 1 if comm is None else comm.Get_size()
+    """The number of processes in `comm`, an int: 1 in a one-process world (see `rank`)."""
+    return _rank_and_size(comm)[1]
 
 
 def is_root(comm=None):
-    """True on rank 0, the rank that prints, evaluates and writes files.
-
-    Returns
-    -------
-    bool
-    """
+    """True on rank 0 of `comm` (see `rank`), the rank that prints, evaluates and writes files."""
     return rank(comm) == ROOT
 
 
@@ -324,10 +318,8 @@ def broadcast_optimizer_state(optimizer, comm=None, root=ROOT):
     ----------
     optimizer : fastrnn.optim.Optimizer
         The same kind and hyperparameters on every rank.
-    comm : mpi4py.MPI.Comm, optional
-        Default: the world. In a one-process world nothing changes.
-    root : int
-        The rank whose state everyone takes.
+    comm, root
+        As for `broadcast_parameters`.
     """
     comm = _comm(comm)
     if comm is None:
