@@ -197,11 +197,32 @@ def _by_dtype(arrays, what):
     return {dtype: groups[dtype] for dtype in sorted(groups, key=lambda dtype: dtype.str)}
 
 
+def _pack(buffer, entries, weight=1.0):
+    """Copy the arrays, times `weight`, one after the other into the flat `buffer`."""
+    offset = 0
+    for _, array in entries:
+        packed = buffer[offset:offset + array.size].reshape(array.shape)
+        if weight == 1:
+            np.copyto(packed, array)
+        elif weight:
+            np.multiply(array, weight, out=packed)
+        else:
+            packed.fill(0)  # not 0 * array: an ignored shard's inf or NaN must not spread
+        offset += array.size
+
+
 def _unpack(buffer, entries):
+    """Copy consecutive pieces of the flat `buffer` back into the arrays, in place."""
     offset = 0
     for _, array in entries:
         np.copyto(array, buffer[offset:offset + array.size].reshape(array.shape))
         offset += array.size
+
+
+def _check_weight(weight):
+    valid = not isinstance(weight, bool) and isinstance(weight, numbers.Real) and math.isfinite(weight)
+    if not (valid and weight >= 0):
+        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
 
 
 def average_gradients(grads, weight=1.0, comm=None):
@@ -228,8 +249,7 @@ def average_gradients(grads, weight=1.0, comm=None):
     float
         The total weight over the ranks.
     """
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    _check_weight(weight)
     groups = _by_dtype(grads, "grads")
     for dtype, entries in groups.items():
         if dtype.kind != "f":
@@ -242,14 +262,7 @@ def average_gradients(grads, weight=1.0, comm=None):
     for dtype, entries in groups.items():
         count = sum(array.size for _, array in entries)
         buffer = _buffer(dtype, count + 1)
-        offset = 0
-        for _, array in entries:
-            packed = buffer[offset:offset + array.size].reshape(array.shape)
-            if weight:
-                np.multiply(array, weight, out=packed)
-            else:
-                packed.fill(0)
-            offset += array.size
+        _pack(buffer, entries, weight)
         buffer[count] = weight
         comm.Allreduce(MPI.IN_PLACE, buffer)
         total = float(buffer[count])
@@ -269,10 +282,7 @@ def _broadcast_arrays(arrays, comm, root):
     for dtype, entries in _by_dtype(arrays, "arrays").items():
         buffer = _buffer(dtype, sum(array.size for _, array in entries))
         if comm.Get_rank() == root:
-            offset = 0
-            for _, array in entries:
-                buffer[offset:offset + array.size].reshape(array.shape)[...] = array
-                offset += array.size
+            _pack(buffer, entries)
         comm.Bcast(buffer, root=root)
         if comm.Get_rank() != root:
             _unpack(buffer, entries)
@@ -355,8 +365,7 @@ def combine_metrics(values, weight=1.0, op="mean", comm=None):
     """
     if op not in ("mean", "sum"):
         raise ValueError(f"op must be 'mean' or 'sum', got {op!r}")
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not (math.isfinite(weight) and weight >= 0):
-        raise ValueError(f"weight must be a finite number >= 0, got {weight!r}")
+    _check_weight(weight)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim != 1:
         raise ValueError(f"values must be a flat sequence of scalars, got shape {values.shape}")
@@ -365,7 +374,7 @@ def combine_metrics(values, weight=1.0, op="mean", comm=None):
         return values.tolist()
     MPI = _mpi()
     scale = weight if op == "mean" else 1.0
-    combined = np.append(values * scale if scale else np.zeros_like(values), scale)
+    combined = np.append(values * scale if scale else np.zeros_like(values), scale)  # 0, not 0 * NaN
     comm.Allreduce(MPI.IN_PLACE, combined)
     if op == "sum":
         return combined[:-1].tolist()
