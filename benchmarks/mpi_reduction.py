@@ -8,7 +8,7 @@ charlm's model and step (embedding 32 -> one LSTM layer -> linear, float32, trun
 Adam), with each phase timed on every rank: forward+backward on this rank's shard, a barrier (the
 wait for the slowest rank: load imbalance and noise, not communication), `average_gradients`
 (the reduction proper), `combine_metrics` (charlm's per-step loss/stop reduction) and clipping
-plus the Adam step. Rank 0 prints the median of each phase over steps and ranks, and the bytes
+plus the Adam step; then `average_gradients` alone, back to back (`reduce_alone`). Rank 0 prints the median of each phase over steps and ranks, and the bytes
 each step reduces. The barrier exists only in this measurement, to tell waiting from reducing.
 """
 import argparse
@@ -73,11 +73,21 @@ def main():
             for phase, start, stop in zip(PHASES, marks, marks[1:]):
                 timings[phase].append(stop - start)
 
+    # The reduction alone, back to back after a barrier each: its cost when no rank is late.
+    alone = []
+    for _ in range(args.steps):
+        if comm is not None:
+            comm.Barrier()
+        start = time.perf_counter()
+        distributed.average_gradients(model.grads, weight=1)
+        alone.append(time.perf_counter() - start)
+    timings["reduce_alone"] = alone
     gathered = comm.gather(timings, root=0) if comm is not None else [timings]
     if not distributed.is_root():
         return
     values = sum(array.size for array in model.grads.values())
-    median_ms = {phase: 1e3 * float(np.median(np.concatenate([t[phase] for t in gathered]))) for phase in PHASES}
+    median_ms = {phase: 1e3 * float(np.median(np.concatenate([t[phase] for t in gathered])))
+                 for phase in (*PHASES, "reduce_alone")}
     step_ms = 1e3 * float(np.median(np.sum([np.concatenate([t[phase] for t in gathered]) for phase in PHASES],
                                            axis=0)))
     results = {
