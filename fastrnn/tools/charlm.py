@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM, RNN, _npz, no_grad
+from .. import GRU, LSTM, RNN, _npz, distributed, no_grad
 from .._io import atomic_write
 from ..clip import clip_grad_norm
 from ._cli import (add_backend_arguments, choose_backend, non_negative_int, output_problem, positive_float,
@@ -603,10 +603,19 @@ def resolve_architecture(args, checkpoint):
 
 def run(args):
     """Train, evaluate, score, sample and save as the options say; returns the exit code."""
+    # Data-parallel under mpiexec: one rank's crash or error ends every rank (none is left waiting),
+    # Ctrl-C stops them all after the same step, and only rank 0 prints, samples and writes files.
+    distributed.abort_on_error()
+    distributed.defer_interrupts()
+    if not distributed.is_root():
+        args = argparse.Namespace(**{**vars(args), "quiet": True, "sample": 0, "save": None, "json": None,
+                                     "score": None})
     try:
-        return _run(args)
+        with distributed.stdout_on_root_only():
+            return _run(args)
     except CharLMError as error:
         print(f"fastrnn charlm: error: {error}", file=sys.stderr)
+        distributed.abort(2)
         return 2
 
 
@@ -648,6 +657,9 @@ def _run(args):
     model = CharModel(len(vocab), architecture, backend, init_seed)
     optimizer = make_optimizer(args.optim, args.lr or DEFAULT_LR[args.optim])
     step = restore(model, optimizer, checkpoint, args) if checkpoint else 0
+    # Data-parallel: every rank starts from rank 0's weights and optimizer state.
+    distributed.broadcast_parameters(model.params)
+    distributed.broadcast_optimizer_state(optimizer)
     origin = f"checkpoint {args.load} (step {step})" if checkpoint else f"seed {args.seed}"
     print(f"charlm: {describe(architecture)}, vocabulary {len(vocab)}, from {origin}, backend {backend}")
     results = {"backend": backend, "vocab_size": len(vocab), **architecture, "seed": args.seed, "start_step": step}
@@ -663,6 +675,8 @@ def _run(args):
         if args.steps > 0:
             results.update(train_model(model, optimizer, train, held, step, args, unigram, checkpoint is not None))
             step = results["kept_step"]
+        if not distributed.is_root():
+            return 0  # data-parallel: rank 0 alone evaluates, samples and writes
         perplexity = results.get("heldout_perplexity")
         if perplexity is None:
             perplexity = math.exp(heldout_nll(model, held, args.batch, 4 * args.bptt))
@@ -748,6 +762,8 @@ def train_step(model, optimizer, inputs, targets, state, clip):
     logits, state = model.forward(inputs, state)
     loss, dlogits = softmax_cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
     model.backward(dlogits.reshape(logits.shape))
+    # Data-parallel: the gradient of the whole batch's mean loss, before clipping, on every rank.
+    distributed.average_gradients(model.grads, weight=inputs.shape[1])
     if not math.isfinite(clip_grad_norm(model.grads, clip)):
         return math.nan, state
     optimizer.step(model.params, model.grads)
@@ -763,14 +779,21 @@ def train_model(model, optimizer, train, held, first_step, args, unigram, resume
     """
     length = len(train) // args.batch
     streams = train[:args.batch * length].reshape(args.batch, length)
+    # Data-parallel: this rank's contiguous share of the streams, so each global batch is split.
+    if args.batch < distributed.size():
+        raise CharLMError(f"--batch {args.batch} is smaller than the {distributed.size()} processes: "
+                          "each needs at least one stream")
+    streams = distributed.shard(streams)
     chunks_per_pass = (length - 1) // args.bptt
     deadline = time.perf_counter() + 60 * args.minutes if args.minutes else math.inf
-    history, running, skipped, state, done = [], None, 0, None, 0
+    history, running, skipped, state, done, stop = [], None, 0, None, 0, False
     best = BestModel(args.patience)
     bar = tqdm(total=args.steps, desc="charlm", unit="step", disable=args.quiet, file=sys.stderr,
                dynamic_ncols=True)
 
     def evaluate():
+        if not distributed.is_root():
+            return
         perplexity = math.exp(heldout_nll(model, held, args.batch, 4 * args.bptt))
         history.append({"step": first_step + done, "train_loss": running, "heldout_perplexity": perplexity})
         improved = best.offer(first_step + done, perplexity, model, optimizer)
@@ -785,7 +808,7 @@ def train_model(model, optimizer, train, held, first_step, args, unigram, resume
     stopped_early = False
     start = time.perf_counter()
     try:
-        while done < args.steps and time.perf_counter() < deadline:
+        while done < args.steps and not stop:
             chunk = (first_step + done) % chunks_per_pass
             if chunk == 0:
                 state = None  # a new pass over the text: every stream starts again at its beginning
@@ -793,15 +816,24 @@ def train_model(model, optimizer, train, held, first_step, args, unigram, resume
             inputs = streams[:, position:position + args.bptt].T
             targets = streams[:, position + 1:position + args.bptt + 1].T
             loss, state = train_step(model, optimizer, inputs, targets, state, args.clip)
+            # Data-parallel: the whole batch's loss, and every rank stops at the same step.
+            time_up = time.perf_counter() >= deadline
+            loss, stop = distributed.combine_metrics([loss, time_up or distributed.interrupted()],
+                                                     weight=inputs.shape[1])
             done += 1
             bar.update(1)
+            if stop and distributed.interrupted():  # Ctrl-C, now at the same step on every rank
+                if distributed.is_root():
+                    raise KeyboardInterrupt  # reported and handled as in one process
+                break
             if math.isnan(loss):
                 skipped += 1
                 continue
             running = loss if running is None else 0.95 * running + 0.05 * loss
             if done % args.eval_every == 0:
                 evaluate()
-                if best.exhausted:
+                # only rank 0 evaluates: its decision reaches every rank
+                if distributed.combine_metrics([best.exhausted], op="sum")[0]:
                     stopped_early = True
                     break
             elif done % 10 == 0:
