@@ -266,8 +266,9 @@ def _affine(w, b, v, row):
     return sum(w[row][k] * v[k] for k in range(len(v))) + b[row]
 
 
-def scalar_lstm_peephole(x, h0, c0, p):
-    """docs/math.md's LSTM with peepholes, one Python float at a time."""
+def scalar_lstm_peephole(x, h0, c0, p, forget_gate=True):
+    """docs/math.md's LSTM with peepholes, one Python float at a time; without forget gate
+    (Hochreiter & Schmidhuber 1997: gate rows i, g, o, peepholes p_i, p_o) if not `forget_gate`."""
     w_ih, w_hh, b_ih, b_hh, w_peep = (p[k].tolist() for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_peep"))
     h, c, ys = h0.tolist(), c0.tolist(), []
     for x_t in x.tolist():
@@ -279,36 +280,15 @@ def scalar_lstm_peephole(x, h0, c0, p):
                     row = gate * len(h[b]) + j
                     return _affine(w_ih, b_ih, x_t[b], row) + _affine(w_hh, b_hh, h[b], row)
                 i = _sigmoid(a(0) + w_peep[0][j] * c[b][j])
-                f = _sigmoid(a(1) + w_peep[1][j] * c[b][j])
-                g = math.tanh(a(2))
-                c_t = f * c[b][j] + i * g
-                o = _sigmoid(a(3) + w_peep[2][j] * c_t)
-                h_b.append(o * math.tanh(c_t))
-                c_b.append(c_t)
-            y_t.append(h_b)
-            c_next.append(c_b)
-        h, c = y_t, c_next
-        ys.append(y_t)
-    return np.array(ys), np.array(h), np.array(c)
-
-
-def scalar_lstm_nf_peephole(x, h0, c0, p):
-    """docs/math.md's LSTM without forget gate (Hochreiter & Schmidhuber 1997) with peepholes p_i
-    and p_o, one Python float at a time."""
-    w_ih, w_hh, b_ih, b_hh, w_peep = (p[k].tolist() for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_peep"))
-    h, c, ys = h0.tolist(), c0.tolist(), []
-    for x_t in x.tolist():
-        y_t, c_next = [], []
-        for b in range(len(x_t)):
-            h_b, c_b = [], []
-            for j in range(len(h[b])):
-                def a(gate):  # W_i* x_t + b_i* + W_h* h_{t-1} + b_h* for unit j of `gate`
-                    row = gate * len(h[b]) + j
-                    return _affine(w_ih, b_ih, x_t[b], row) + _affine(w_hh, b_hh, h[b], row)
-                i = _sigmoid(a(0) + w_peep[0][j] * c[b][j])
-                g = math.tanh(a(1))
-                c_t = c[b][j] + i * g
-                o = _sigmoid(a(2) + w_peep[1][j] * c_t)
+                if forget_gate:
+                    f = _sigmoid(a(1) + w_peep[1][j] * c[b][j])
+                    g = math.tanh(a(2))
+                    c_t = f * c[b][j] + i * g
+                    o = _sigmoid(a(3) + w_peep[2][j] * c_t)
+                else:
+                    g = math.tanh(a(1))
+                    c_t = c[b][j] + i * g
+                    o = _sigmoid(a(2) + w_peep[1][j] * c_t)
                 h_b.append(o * math.tanh(c_t))
                 c_b.append(c_t)
             y_t.append(h_b)
@@ -364,7 +344,7 @@ def test_lstm_peephole_forward_matches_scalar_loop():
 def test_lstm_nf_peephole_forward_matches_scalar_loop():
     module, options, x, (h0, c0), params = _small_problem("lstm_nf_peephole", 13)
     y, (h_n, c_n), _ = module.forward(x, (h0, c0), params, None, False, **options)
-    y_loop, h_loop, c_loop = scalar_lstm_nf_peephole(x, h0, c0, params)
+    y_loop, h_loop, c_loop = scalar_lstm_peephole(x, h0, c0, params, forget_gate=False)
     assert_allclose(y, y_loop, rtol=1e-12, atol=1e-14)
     assert_allclose(h_n, h_loop, rtol=1e-12, atol=1e-14)
     assert_allclose(c_n, c_loop, rtol=1e-12, atol=1e-14)
