@@ -54,6 +54,12 @@ class build_ext_also_in_tree(build_ext):
     run the uncompiled in-tree package on the slow reference backend.
     """
 
+    def finalize_options(self):
+        # the modules compile independently: one per core unless `-j` says otherwise
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+        super().finalize_options()
+
     def run(self):
         super().run()
         if self.inplace:

@@ -36,7 +36,7 @@ cdef void _free_idle_blocks() noexcept:
 
 
 cdef class _Block:
-    """The memory of the arrays made by _empty; back to the cache when they are gone."""
+    """The memory of the arrays made by empty; back to the cache when they are gone."""
     cdef void *raw   # from malloc
     cdef void *data  # raw rounded up to BLOCK_ALIGNMENT
     cdef size_t size

@@ -9,6 +9,7 @@ import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels,
@@ -143,6 +144,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[::1] panels = step_panels(H, G, dtype)
     cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
 
+    memset(&work, 0, sizeof(LstmWork))
     init_scan(&scan, floating is double, True, B, forward_part, &work)
     work.is_double, work.forget_gate = floating is double, G == 4 * H
     work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, w_peep.shape[0], rev
@@ -205,6 +207,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[::1] panels = step_panels(G, H, dtype)
     cdef floating[::1] panels_ih = product_panels(T * B, G, D, dtype)
 
+    memset(&work, 0, sizeof(LstmWork))
     init_scan(&scan, floating is double, False, B, backward_part, &work)
     work.is_double, work.forget_gate = floating is double, G == 4 * H
     work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, P, rev

@@ -9,6 +9,7 @@ import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport Operand, add_to, panels_ptr, product_panels, step_matmul, step_panels
@@ -118,6 +119,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[::1] panels = step_panels(H, H, dtype)
     cdef floating[::1] panels_ih = product_panels(T * B, D, H, dtype)
 
+    memset(&work, 0, sizeof(RnnWork))
     init_scan(&scan, floating is double, True, B, forward_part, &work)
     work.is_double, work.relu = floating is double, relu
     work.T, work.B, work.H, work.rev, work.lengths = T, B, H, rev, lengths_ptr(lengths)
@@ -171,6 +173,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[::1] panels = step_panels(H, H, dtype)
     cdef floating[::1] panels_ih = product_panels(T * B, H, D, dtype)
 
+    memset(&work, 0, sizeof(RnnWork))
     init_scan(&scan, floating is double, False, B, backward_part, &work)
     work.is_double, work.relu = floating is double, relu
     work.T, work.B, work.H, work.rev, work.lengths = T, B, H, rev, lengths_ptr(lengths)
