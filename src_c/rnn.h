@@ -1,5 +1,5 @@
-/* Elman RNN kernels (docs/math.md): h_t = act(x_t.W_ihᵀ + b_ih + h_{t-1}.W_hhᵀ + b_hh), act tanh
- * or relu. Conventions in rows.h. */
+/* Elman RNN kernels (docs/math.md): h_t = act(x_t.W_ihᵀ + b_ih + h_{t-1}.W_hhᵀ + b_hh), act
+ * tanh or relu. Conventions in rows.h. */
 #ifndef REAL
 #ifndef FASTRNN_RNN_H
 #define FASTRNN_RNN_H

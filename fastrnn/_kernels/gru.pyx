@@ -13,8 +13,9 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
-from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last, panels_ptr,
-                                        product, product_panels, step_matmul, step_panels)
+from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
+                                        panels_ptr, product, product_panels, step_matmul,
+                                        step_panels)
 from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
                                     init_scan, input_gradient_products, input_projection,
                                     lengths_from, lengths_ptr, run_scan)

@@ -12,7 +12,8 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
-from fastrnn._kernels.products cimport Operand, add_to, panels_ptr, product_panels, step_matmul, step_panels
+from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
+                                        step_panels)
 from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
                                     gate_gradient_products, init_scan, input_projection,
                                     lengths_from, lengths_ptr, run_scan)

@@ -17,7 +17,8 @@ from fastrnn._kernels.cpu cimport fp_mode_fast_enter, fp_mode_restore
 from fastrnn._kernels.products cimport (Operand, Products, add_partials_part, column_sum,
                                         init_products, pack_last, pack_part, product,
                                         products_part, set_operand, split_sums)
-from fastrnn._kernels.threads cimport Team, pass_begin, pass_end, part_start, team_free, team_init, team_run
+from fastrnn._kernels.threads cimport (Team, pass_begin, pass_end, part_start, team_free, team_init,
+                                       team_run)
 
 
 cdef void init_scan(Scan *scan, bint is_double, bint forward, int B, rows_fn time_loop,
