@@ -1,7 +1,8 @@
-"""Build the Cython extension `fastrnn._kernels` over the C gate kernels in src_c/.
+"""Build the Cython extension modules of `fastrnn._kernels` over the C kernels in src_c/.
 
 Set FASTRNN_DEBUG=1 to compile with bounds checks and assertions turned back on.
 """
+import glob
 import os
 import shutil
 
@@ -21,29 +22,43 @@ directives = {
     "cdivision": not DEBUG,
 }
 
-extension = Extension(
-    "fastrnn._kernels",
-    sources=["fastrnn/_kernels.pyx", "src_c/gates.c"],
-    depends=["fastrnn/_kernels.pxd", "src_c/gates.h", "src_c/gates_impl.h", "src_c/matmul_impl.h"],
-    include_dirs=["src_c", numpy.get_include()],
-    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    # No -march=native (wheels must run anywhere), no -ffast-math (parity needs IEEE). -O3 turns
-    # on the vectoriser for the gate loops; -fno-trapping-math (value-safe: it only lets the
-    # compiler assume FP exceptions are not trapped) lets it vectorise the branch-free exp/tanh.
-    # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which CPython's code needs and this
-    # extension's (the C kernels and Cython's output) does not: under it the LSTM gate kernel
-    # ran 1.5x slower (one step of 8 rows, H = 64).
-    extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-wrapv"],
-)
+# One extension module per file of fastrnn/_kernels/: the shared tiers (threads, buffers,
+# products, scan) and one per cell. The C kernels are headers (src_c/*.h, each instantiated for
+# float and double) compiled into the module that cimports them.
+MODULES = ("threads", "buffers", "products", "scan", "lstm", "gru", "rnn")
+
+extensions = [
+    Extension(
+        f"fastrnn._kernels.{name}",
+        sources=[f"fastrnn/_kernels/{name}.pyx"],
+        depends=glob.glob("fastrnn/_kernels/*.pxd") + glob.glob("src_c/*.h"),
+        include_dirs=["src_c", numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # No -march=native (wheels must run anywhere), no -ffast-math (parity needs IEEE). -O3
+        # turns on the vectoriser for the gate loops; -fno-trapping-math (value-safe: it only
+        # lets the compiler assume FP exceptions are not trapped) lets it vectorise the
+        # branch-free exp/tanh. -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which
+        # CPython's code needs and these modules (the C kernels and Cython's output) do not, and
+        # which keeps the compiler from vectorising some of the gate loops.
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-wrapv"],
+    )
+    for name in MODULES
+]
 
 
 class build_ext_also_in_tree(build_ext):
-    """build_ext that also leaves a copy of the compiled module in the source tree.
+    """build_ext that also leaves a copy of the compiled modules in the source tree.
 
     README's quick start is `pip install . && python -m fastrnn demo` from the checkout, where
-    `python -m` puts the source tree first on sys.path: without the copy, that command would run
-    the uncompiled in-tree package on the slow reference backend.
+    `python -m` puts the source tree first on sys.path: without the copies, that command would
+    run the uncompiled in-tree package on the slow reference backend.
     """
+
+    def finalize_options(self):
+        # the modules compile independently: one per core unless `-j` says otherwise
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
+        super().finalize_options()
 
     def run(self):
         super().run()
@@ -57,6 +72,6 @@ class build_ext_also_in_tree(build_ext):
 
 
 setup(
-    ext_modules=cythonize([extension], compiler_directives=directives),
+    ext_modules=cythonize(extensions, compiler_directives=directives),
     cmdclass={"build_ext": build_ext_also_in_tree},
 )

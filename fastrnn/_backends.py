@@ -1,21 +1,24 @@
 """Backends: where the single-direction, single-layer cell kernels come from.
 
-Every backend provides, for each cell name in CELLS, a pair of functions with one contract
-(the layer driver in `fastrnn/_layer.py` only ever calls these two):
+Every backend provides, for each cell of the registry (fastrnn/_cells.py), a pair of functions
+with one contract (the layer driver in `fastrnn/_layer.py` only ever calls these two; see
+docs/layers.md):
 
     forward(x, state0, params, lengths, reverse, **options) -> (y, state_n, cache)
         x        (T, B, D) C-contiguous array of the layer dtype (float32 or float64).
         state0   tuple of (B, H) C-contiguous arrays: (h0,) for "rnn"/"gru", (h0, c0) for "lstm".
         params   dict: "w_ih" (G*H, D), "w_hh" (G*H, H), "b_ih" and "b_hh" (G*H,) or None when the
-                 layer has no bias, and for "lstm" "w_peep" (3, H) or None. Gate rows in SPEC §2
-                 order (LSTM i,f,g,o; GRU r,z,n), C-contiguous, layer dtype.
+                 layer has no bias, and for the LSTM cells "w_peep" (P, H) or None (P: the cell
+                 spec's peephole_gates). Gate rows in the order of the cell spec's gates
+                 (docs/math.md), C-contiguous, layer dtype.
         lengths  None (every sequence has T steps) or int64 (B,) array with 1 <= lengths[b] <= T.
                  At a step t >= lengths[b] sequence b keeps its state unchanged and its output
                  row y[t, b] is zero.
         reverse  False: steps t = 0 .. T-1; True: steps t = T-1 .. 0 (with lengths, the padded
                  steps come first and leave the state at state0, so each sequence starts at its
                  own last valid step).
-        options  "rnn": nonlinearity ("tanh" | "relu"); "gru": reset_after (bool); "lstm": none.
+        options  the cell spec's options: "rnn": nonlinearity ("tanh" | "relu"); "gru":
+                 reset_after (bool); the LSTM cells: none.
         Returns y (T, B, H), a fresh array; state_n, a tuple of fresh (B, H) arrays (the state
         after the last step processed); cache, an opaque object that backward consumes.
         Inputs are never modified.
@@ -32,61 +35,80 @@ Arguments reaching these functions are already validated by the driver.
 import importlib
 import warnings
 
-CELLS = ("rnn", "lstm", "gru")
+from ._cells import CELLS
+
 BACKENDS = ("reference", "cython")
 
 
-def _cython_kernels():
-    """The compiled module, or None when it does not import or lacks a cell."""
+def _kernel_module(cell):
+    """The compiled module of `cell`, or None when the cell has none or it does not import."""
+    name = CELLS[cell].kernels
+    if name is None:
+        return None
     try:
-        kernels = importlib.import_module("fastrnn._kernels")
+        module = importlib.import_module(name)
     except ImportError:
         return None
-    for cell in CELLS:
-        if not hasattr(kernels, f"{cell}_forward") or not hasattr(kernels, f"{cell}_backward"):
-            return None
-    return kernels
+    if not (hasattr(module, "forward") and hasattr(module, "backward")):
+        return None
+    return module
 
 
-def available_backends():
-    """Names of the backends that can run here, in order of preference for "auto"."""
+def available_backends(cell=None):
+    """Names of the backends that can run here, in order of preference for "auto".
+
+    Parameters
+    ----------
+    cell : str, optional
+        A cell name of fastrnn/_cells.py: the backends of that cell. None: "cython" is listed
+        when the compiled kernels of every cell that has them import.
+
+    Returns
+    -------
+    list of str
+    """
+    cells = [cell] if cell is not None else [name for name, spec in CELLS.items() if spec.kernels]
     names = ["reference"]
-    if _cython_kernels() is not None:
+    if cells and all(_kernel_module(name) is not None for name in cells):
         names.insert(0, "cython")
     return names
 
 
-_warned_fallback = False
+_warned_fallback = set()
 
 
-def resolve_backend(backend):
-    """Map a user's `backend` argument to a concrete backend name, validating it."""
-    global _warned_fallback
+def resolve_backend(backend, cell):
+    """Map a user's `backend` argument to a concrete backend name for `cell`, validating it.
+
+    "auto" is "cython" when the cell's compiled kernels import, else "reference" (with a warning
+    once per cell when it has compiled kernels that do not import): a cell without kernels moves
+    only its own layers to the reference.
+    """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str, got {type(backend).__name__}")
     if backend == "auto":
-        if _cython_kernels() is not None:
+        if _kernel_module(cell) is not None:
             return "cython"
-        if not _warned_fallback:
+        if CELLS[cell].kernels is not None and cell not in _warned_fallback:
             warnings.warn(
-                "fastrnn: the compiled extension fastrnn._kernels did not import; "
-                "using the slow pure-NumPy reference backend",
+                f"fastrnn: the compiled module {CELLS[cell].kernels} did not import; "
+                f"using the slow pure-NumPy reference backend for the {cell} cell",
                 RuntimeWarning,
                 stacklevel=4,  # the user line that built the layer
             )
-            _warned_fallback = True
+            _warned_fallback.add(cell)
         return "reference"
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of 'auto', 'reference', 'cython', got {backend!r}")
-    if backend == "cython" and _cython_kernels() is None:
-        raise ValueError("backend='cython' requested but the extension fastrnn._kernels does not import")
+    if backend == "cython" and _kernel_module(cell) is None:
+        raise ValueError(f"backend='cython' requested but the {cell} cell has no compiled kernels that import")
     return backend
 
 
 def cell_functions(backend, cell):
     """(forward, backward) of `cell` for a concrete backend name."""
     if backend == "reference":
-        module = importlib.import_module(f"fastrnn.reference.{cell}")
-        return module.forward, module.backward
-    kernels = _cython_kernels()
-    return getattr(kernels, f"{cell}_forward"), getattr(kernels, f"{cell}_backward")
+        module = importlib.import_module(CELLS[cell].reference)
+    else:
+        module = _kernel_module(cell)
+    return module.forward, module.backward

@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 
 from . import _backends
+from ._cells import CELLS
 from ._grad_mode import is_grad_enabled
 from ._checks import float_array, integer_array, positive_int, random_generator
 from ._module import Module
@@ -25,14 +26,13 @@ _PARAM_PREFIX = {
 
 
 class RecurrentLayer(Module):
-    """A stack of recurrent layers over one cell type; see SPEC §3 for the public contract.
+    """A stack of recurrent layers over one cell type; see docs/layers.md for the public contract.
 
-    Subclasses set `cell` (the backend cell name), `num_gates` (G) and `state_names`.
+    Subclasses set `cell`, the name of the cell's spec in fastrnn/_cells.py, which gives the
+    gates, the state, the parameter shapes and the options (`cell_options`, checked there).
     """
 
     cell = None
-    num_gates = None
-    state_names = ("h",)
 
     def __init__(
         self,
@@ -62,9 +62,11 @@ class RecurrentLayer(Module):
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
             )
+        spec = CELLS[self.cell]
+        self.num_gates, self.state_names = spec.num_gates, spec.state_names
+        self._cell_options = spec.check_options(cell_options)
         super().__init__(dtype)
-        self.backend = _backends.resolve_backend(backend)
-        self._cell_options = cell_options
+        self.backend = _backends.resolve_backend(backend, self.cell)
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
         self._rng = random_generator(seed)
         self.training = True
@@ -73,16 +75,11 @@ class RecurrentLayer(Module):
         # For each (layer, direction): the kernels' short names -> this layer's arrays.
         self._unit_params, self._unit_grads = [], []
         bound = 1.0 / np.sqrt(self.hidden_size)
-        gate_rows = self.num_gates * self.hidden_size
         for layer in range(self.num_layers):
             layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = {"w_ih": (gate_rows, layer_input), "w_hh": (gate_rows, self.hidden_size)}
-                if self.bias:
-                    shapes.update(b_ih=(gate_rows,), b_hh=(gate_rows,))
-                if self.peephole:
-                    shapes["w_peep"] = (3, self.hidden_size)
+                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole)
                 unit_params, unit_grads = {}, {}
                 for short, shape in shapes.items():
                     name = _PARAM_PREFIX[short] + suffix
@@ -117,14 +114,18 @@ class RecurrentLayer(Module):
             options.append("bias=False")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
-        options += [f"{key}={value!r}" for key, value in self._cell_options.items()]
+        options += [f"{key}={value!r}" for key, value in self._repr_options().items()]
         options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join(options)})"
+
+    def _repr_options(self):
+        """The options that __repr__ shows besides the common ones."""
+        return self._cell_options
 
     # -- forward and backward -----------------------------------------------------------
 
     def forward(self, x, state=None, lengths=None):
-        """Run the stack over `x`; returns `(y, state_n)` (SPEC §3)."""
+        """Run the stack over `x`; returns `(y, state_n)` (docs/layers.md)."""
         # x and state are copied: the kernels keep them for backward, and the caller may reuse
         # their arrays in between.
         x = float_array("x", x, self.dtype, (None, None, self.input_size), copy=True)

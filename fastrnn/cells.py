@@ -17,49 +17,45 @@ left over (for example after a forward whose loss was not backpropagated).
 import numpy as np
 
 from . import _backends
+from ._cells import CELLS
 from ._checks import float_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
+from ._layer import _PARAM_PREFIX
 from ._module import Module
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
-_PARAM_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-                "w_peep": "weight_peephole"}
-
 
 class RecurrentCell(Module):
-    """One step of a recurrent cell with a tape for BPTT; subclasses name the cell."""
+    """One step of a recurrent cell with a tape for BPTT; subclasses name the cell's spec
+    (fastrnn/_cells.py), which gives its gates, state, parameter shapes and options."""
 
     cell = None
-    num_gates = None
-    state_names = ("h",)
 
     def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
                  backend="auto", seed=None, **cell_options):
-        if not isinstance(bias, (bool, np.bool_)):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        for name, flag in (("bias", bias), ("peephole", peephole)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        spec = CELLS[self.cell]
+        self.num_gates, self.state_names = spec.num_gates, spec.state_names
+        self._cell_options = spec.check_options(cell_options)
         super().__init__(dtype)
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.bias = bool(bias)
         self.peephole = bool(peephole)
-        self.backend = _backends.resolve_backend(backend)
-        self._cell_options = cell_options
+        self.backend = _backends.resolve_backend(backend, self.cell)
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
         rng = random_generator(seed)
-        rows = self.num_gates * self.hidden_size
-        shapes = {"w_ih": (rows, self.input_size), "w_hh": (rows, self.hidden_size)}
-        if self.bias:
-            shapes.update(b_ih=(rows,), b_hh=(rows,))
-        if self.peephole:
-            shapes["w_peep"] = (3, self.hidden_size)
+        shapes = spec.param_shapes(self.input_size, self.hidden_size, self.bias, self.peephole)
         bound = 1.0 / np.sqrt(self.hidden_size)
         self._params, self._grads = {}, {}
-        for short in _PARAM_NAMES:
+        for short, prefix in _PARAM_PREFIX.items():
             if short in shapes:
                 # Drawn in float64 so a float32 and a float64 cell of one seed agree.
                 weights = rng.uniform(-bound, bound, size=shapes[short])
-                self._params[short], self._grads[short] = self._add_param(_PARAM_NAMES[short], weights)
+                self._params[short], self._grads[short] = self._add_param(prefix, weights)
             else:
                 self._params[short] = self._grads[short] = None
         self._tape = []
@@ -70,6 +66,8 @@ class RecurrentCell(Module):
             options.append("bias=False")
         if self.peephole:
             options.append("peephole=True")
+        if not getattr(self, "forget_gate", True):
+            options.append("forget_gate=False")
         options += [f"{key}={value!r}" for key, value in self._cell_options.items()]
         options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join(options)})"
@@ -181,20 +179,21 @@ class LSTMCell(RecurrentCell):
         With `bias_ih` and `bias_hh` (4·H,).
     peephole : bool, default False
         Peephole connections (Gers & Schmidhuber 2000), `weight_peephole` (3, H); see docs/math.md.
+    forget_gate : bool, default True
+        False: the cell of Hochreiter & Schmidhuber 1997, gate rows i, g, o (3·H rows),
+        c' = c + i ⊙ g; with peepholes, `weight_peephole` is (2, H).
     dtype : numpy.float32 or numpy.float64
     backend : "auto", "cython" or "reference"
     seed : None, int or numpy.random.Generator
         Initial weights from U(-1/√H, 1/√H), as torch.
     """
 
-    cell = "lstm"
-    num_gates = 4
-    state_names = ("h", "c")
-
-    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
-                 backend="auto", seed=None):
-        if not isinstance(peephole, (bool, np.bool_)):
-            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
+    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, forget_gate=True,
+                 dtype=np.float32, backend="auto", seed=None):
+        if not isinstance(forget_gate, (bool, np.bool_)):
+            raise TypeError(f"forget_gate must be a bool, got {type(forget_gate).__name__}")
+        self.forget_gate = bool(forget_gate)
+        self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, bias, peephole=peephole, dtype=dtype,
                          backend=backend, seed=seed)
 
@@ -208,14 +207,11 @@ class GRUCell(RecurrentCell):
     """
 
     cell = "gru"
-    num_gates = 3
 
     def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
                  backend="auto", seed=None):
-        if not isinstance(reset_after, (bool, np.bool_)):
-            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
-                         reset_after=bool(reset_after))
+                         reset_after=reset_after)
 
 
 class RNNCell(RecurrentCell):
@@ -225,11 +221,8 @@ class RNNCell(RecurrentCell):
     """
 
     cell = "rnn"
-    num_gates = 1
 
     def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh", dtype=np.float32,
                  backend="auto", seed=None):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
                          nonlinearity=nonlinearity)

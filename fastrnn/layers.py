@@ -1,4 +1,4 @@
-"""The public recurrent layers: each names its cell and options; `_layer` does the rest."""
+"""The public recurrent layers: each names its cell (fastrnn/_cells.py); `_layer` does the rest."""
 import numpy as np
 
 from ._layer import RecurrentLayer
@@ -7,21 +7,26 @@ from ._layer import RecurrentLayer
 class LSTM(RecurrentLayer):
     """Long short-term memory layer (gate rows i, f, g, o), optionally with peepholes.
 
-    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays. See SPEC §2-§3.
+    `forget_gate=False` gives the cell of Hochreiter & Schmidhuber 1997 (gate rows i, g, o,
+    c_t = c_{t-1} + i * g); with peepholes, it has the rows p_i and p_o only (w_peep (2, H)).
+    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays. See docs/math.md and
+    docs/layers.md.
     """
 
-    cell = "lstm"
-    num_gates = 4
-    state_names = ("h", "c")
-
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
-                 bidirectional=False, dropout=0.0, peephole=False, dtype=np.float32,
-                 backend="auto", seed=None):
-        if not isinstance(peephole, (bool, np.bool_)):
-            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
+                 bidirectional=False, dropout=0.0, peephole=False, forget_gate=True,
+                 dtype=np.float32, backend="auto", seed=None):
+        for name, flag in (("peephole", peephole), ("forget_gate", forget_gate)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        self.forget_gate = bool(forget_gate)
+        self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
                          dtype=dtype, backend=backend, seed=seed)
+
+    def _repr_options(self):
+        return {} if self.forget_gate else {"forget_gate": False}
 
 
 class GRU(RecurrentLayer):
@@ -32,16 +37,13 @@ class GRU(RecurrentLayer):
     """
 
     cell = "gru"
-    num_gates = 3
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, reset_after=True, dtype=np.float32,
                  backend="auto", seed=None):
-        if not isinstance(reset_after, (bool, np.bool_)):
-            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
-                         backend=backend, seed=seed, reset_after=bool(reset_after))
+                         backend=backend, seed=seed, reset_after=reset_after)
 
 
 class RNN(RecurrentLayer):
@@ -51,13 +53,10 @@ class RNN(RecurrentLayer):
     """
 
     cell = "rnn"
-    num_gates = 1
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", dtype=np.float32,
                  backend="auto", seed=None):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
                          backend=backend, seed=seed, nonlinearity=nonlinearity)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import layers, modules as simple_modules, optim
+from . import cells, layers, modules as simple_modules, optim
 from ._io import atomic_write
 from ._npz import read_arrays, read_headers
 
@@ -35,7 +35,8 @@ MANIFEST = "__manifest__"
 
 # The classes a checkpoint can hold, by the name the manifest records.
 MODULE_CLASSES = {cls.__name__: cls for cls in (
-    layers.LSTM, layers.GRU, layers.RNN, simple_modules.Linear, simple_modules.Embedding)}
+    layers.LSTM, layers.GRU, layers.RNN, cells.LSTMCell, cells.GRUCell, cells.RNNCell, simple_modules.Linear,
+    simple_modules.Embedding)}
 OPTIMIZER_CLASSES = {cls.__name__: cls for cls in (optim.SGD, optim.Adagrad, optim.Adam)}
 # Each optimizer's constructor arguments, all kept as attributes of the same name.
 OPTIMIZER_ARGUMENTS = {"SGD": ("lr", "momentum", "weight_decay"), "Adagrad": ("lr", "eps", "weight_decay"),
@@ -71,10 +72,12 @@ def _module_config(module):
     elif name == "Embedding":
         config = {"num_embeddings": module.num_embeddings, "embedding_dim": module.embedding_dim}
     else:
-        config = {key: getattr(module, key) for key in (
-            "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional", "dropout")}
-        if name == "LSTM":
-            config["peephole"] = module.peephole
+        keys = ("input_size", "hidden_size", "bias")
+        if name in ("LSTM", "GRU", "RNN"):
+            keys += ("num_layers", "batch_first", "bidirectional", "dropout")
+        config = {key: getattr(module, key) for key in keys}
+        if name in ("LSTM", "LSTMCell"):
+            config.update(peephole=module.peephole, forget_gate=module.forget_gate)
         # The cell's own options (GRU's reset_after, RNN's nonlinearity), where repr(layer) reads them.
         config.update(module._cell_options)
     config["dtype"] = module.dtype.name

@@ -12,6 +12,8 @@ BACKENDS = fastrnn.available_backends()
 CELL_CASES = {
     "lstm": (fastrnn.LSTMCell, fastrnn.LSTM, {}),
     "lstm_peephole": (fastrnn.LSTMCell, fastrnn.LSTM, {"peephole": True}),
+    "lstm_no_forget_gate": (fastrnn.LSTMCell, fastrnn.LSTM, {"forget_gate": False}),
+    "lstm_no_forget_gate_peephole": (fastrnn.LSTMCell, fastrnn.LSTM, {"forget_gate": False, "peephole": True}),
     "gru_reset_after": (fastrnn.GRUCell, fastrnn.GRU, {"reset_after": True}),
     "gru_reset_before": (fastrnn.GRUCell, fastrnn.GRU, {"reset_after": False}),
     "rnn_tanh": (fastrnn.RNNCell, fastrnn.RNN, {"nonlinearity": "tanh"}),
@@ -85,7 +87,7 @@ def test_unrolled_cell_equals_the_layer(case, bias, dtype, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("case", ["lstm_peephole", "gru_reset_before", "rnn_tanh"])
+@pytest.mark.parametrize("case", ["lstm_peephole", "lstm_no_forget_gate_peephole", "gru_reset_before", "rnn_tanh"])
 def test_tape_gradients_match_finite_differences(case, backend):
     cell_cls, _, options = CELL_CASES[case]
     rng = np.random.default_rng(3)

@@ -12,22 +12,8 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 # Imported directly, without importorskip: a broken build must fail here, not skip.
-from fastrnn import _kernels
-from fastrnn.reference import gru, lstm, rnn
-
-REFERENCE = {"rnn": rnn, "lstm": lstm, "gru": gru}
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-STATES = {"rnn": 1, "lstm": 2, "gru": 1}
-
-# name -> (cell, forward options, peephole)
-CASES = {
-    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, False),
-    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, False),
-    "lstm": ("lstm", {}, False),
-    "lstm_peephole": ("lstm", {}, True),
-    "gru_reset_after": ("gru", {"reset_after": True}, False),
-    "gru_reset_before": ("gru", {"reset_after": False}, False),
-}
+from fastrnn._kernels import products, threads
+from cases import CASES, kernels, make_params, num_states, reference
 
 # Parity tolerance per dtype: relative, and the same fraction of each array's largest entry as
 # absolute tolerance, for entries near zero (sums that cancel, gates near 0).
@@ -42,7 +28,7 @@ SHAPES = {
     "T1_H1_reverse": (1, 2, 3, 1, None, True, True),
     "B1_H33": (6, 1, 2, 33, None, False, True),
     "H33_lengths_reverse": (4, 2, 6, 33, (4, 1), True, True),
-    # T*B = 520 rows, PACKED_MIN_ROWS in _kernels.pyx: the whole-sequence products with x or
+    # T*B = 520 rows, PACKED_MIN_ROWS (fastrnn/_kernels/products.pyx): the whole-sequence products with x or
     # dgates on the left run in matmul_packed; D = 19 and G*H are not multiples of its panels
     "TB520_D19_H11": (65, 8, 19, 11, None, False, True),
 }
@@ -50,22 +36,14 @@ SHAPES = {
 
 def make_problem(case, rng, dtype, T, B, D, H, bias=True, scale=0.5):
     """Inputs, upstream gradients and nonzero starting grads for one cell call, all random."""
-    cell, _, peephole = CASES[case]
-    G = GATES[cell]
-    params = {
-        "w_ih": rng.uniform(-scale, scale, (G * H, D)).astype(dtype),
-        "w_hh": rng.uniform(-scale, scale, (G * H, H)).astype(dtype),
-        "b_ih": rng.uniform(-scale, scale, G * H).astype(dtype) if bias else None,
-        "b_hh": rng.uniform(-scale, scale, G * H).astype(dtype) if bias else None,
-    }
-    if cell == "lstm":
-        params["w_peep"] = rng.uniform(-scale, scale, (3, H)).astype(dtype) if peephole else None
+    cell = CASES[case].cell
+    params = make_params(case, rng, dtype, D, H, bias, scale)
     return {
         "x": rng.standard_normal((T, B, D)).astype(dtype),
-        "state0": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(STATES[cell])),
+        "state0": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(num_states(cell))),
         "params": params,
         "dy": rng.standard_normal((T, B, H)).astype(dtype),
-        "dstate_n": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(STATES[cell])),
+        "dstate_n": tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(num_states(cell))),
         "grads": {k: None if p is None else rng.standard_normal(p.shape).astype(dtype)
                   for k, p in params.items()},
     }
@@ -78,10 +56,8 @@ def as_lengths(lengths):
 def run_cell(backend, case, problem, lengths, reverse):
     """Forward then backward through `backend` ("cython" or "reference"): every result by name."""
     cell, options, _ = CASES[case]
-    if backend == "cython":
-        forward, backward = getattr(_kernels, f"{cell}_forward"), getattr(_kernels, f"{cell}_backward")
-    else:
-        forward, backward = REFERENCE[cell].forward, REFERENCE[cell].backward
+    module = kernels(cell) if backend == "cython" else reference(cell)
+    forward, backward = module.forward, module.backward
     x, state0, params = problem["x"], problem["state0"], problem["params"]
     y, state_n, cache = forward(x, state0, params, lengths, reverse, **options)
     grads = {k: None if g is None else g.copy() for k, g in problem["grads"].items()}
@@ -106,18 +82,19 @@ def assert_parity(actual, desired, dtype):
 def step_products(request):
     """Per-step (and whole-sequence, from PACKED_MIN_ROWS rows) products in matmul_packed
     (AVX-512 CPUs) or in BLAS, for the test's duration."""
-    if request.param == "packed" and not _kernels._packed_products_supported():
+    if request.param == "packed" and not products._packed_products_supported():
         pytest.skip("this CPU has no AVX-512: per-step products always use BLAS")
-    previous = _kernels._use_packed_products(request.param == "packed")
+    previous = products._use_packed_products(request.param == "packed")
     yield request.param
-    _kernels._use_packed_products(previous)
+    products._use_packed_products(previous)
 
 
-def test_extension_is_compiled():
-    assert _kernels.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
-    for cell in REFERENCE:
-        assert callable(getattr(_kernels, f"{cell}_forward"))
-        assert callable(getattr(_kernels, f"{cell}_backward"))
+@pytest.mark.parametrize("cell", sorted({case.cell for case in CASES.values()}))
+def test_extension_is_compiled(cell):
+    module = kernels(cell)
+    assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+    assert callable(module.forward)
+    assert callable(module.backward)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -135,7 +112,7 @@ def test_matches_reference(case, shape, dtype, step_products):
 
 
 # Large enough for a pass to split its batch among threads (MIN_ROWS rows each, PARALLEL_MACS
-# multiply-adds in all, see _kernels.pyx), with 16 rows per thread: two blocks of matmul_packed.
+# multiply-adds in all, see _kernels/threads.pyx), with 16 rows per thread: two blocks of matmul_packed.
 # Passes large enough to be split among threads (2**24 multiply-adds, 8 batch rows a thread).
 # The first shape of each cell has T*B >= SPLIT_SUM_MIN_ROWS (512), so the threads split the
 # weight gradients' sums; the last has fewer rows, so they split the rows of the gradients.
@@ -143,6 +120,7 @@ def test_matches_reference(case, shape, dtype, step_products):
 THREADED = {
     "rnn": [(30, 32, 64, 256), (3, 64, 256, 256)],
     "lstm": [(26, 32, 64, 128), (40, 16, 64, 64), (5, 32, 128, 128)],
+    "lstm_nf": [(34, 32, 64, 128), (6, 32, 128, 128)],
     "gru": [(34, 32, 64, 128), (6, 32, 128, 128)],
 }
 THREADED_CASES = [(case, shape) for case in CASES for shape in THREADED[CASES[case][0]]]
@@ -243,7 +221,7 @@ def test_kernel_call_releases_the_gil():
 
     def call():  # one C call of several tenths of a second
         inside.set()
-        _kernels.lstm_forward(problem["x"], problem["state0"], problem["params"], None, False)
+        kernels("lstm").forward(problem["x"], problem["state0"], problem["params"], None, False)
 
     worker = threading.Thread(target=call)
     worker.start()
@@ -318,7 +296,7 @@ def test_floating_point_mode_of_the_caller_is_restored():
 
 
 def test_blas_thread_setting_of_the_caller_is_restored():
-    functions = _kernels._openblas_thread_functions()
+    functions = threads._openblas_thread_functions()
     if functions is None:
         pytest.skip("scipy's BLAS is not OpenBLAS: no thread setting to restore")
     set_threads = ctypes.CFUNCTYPE(None, ctypes.c_int)(functions[0])

@@ -1,25 +1,18 @@
-"""The public layers (SPEC §3): driver semantics, gradients and PyTorch parity, per backend."""
+"""The public layers (docs/layers.md): driver semantics, gradients and PyTorch parity, per backend."""
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastrnn
 from fastrnn import gradcheck
+from cases import CASES, make_layer
 
 BACKENDS = fastrnn.available_backends()
-CELLS = {
-    "lstm": (fastrnn.LSTM, {}),
-    "lstm_peephole": (fastrnn.LSTM, {"peephole": True}),
-    "gru": (fastrnn.GRU, {}),
-    "gru_reset_before": (fastrnn.GRU, {"reset_after": False}),
-    "rnn_tanh": (fastrnn.RNN, {}),
-    "rnn_relu": (fastrnn.RNN, {"nonlinearity": "relu"}),
-}
+CELLS = CASES  # layer tests run every case of the shared table
 
 
 def make(cell, input_size=3, hidden_size=4, backend="reference", **options):
-    cls, cell_options = CELLS[cell]
-    return cls(input_size, hidden_size, backend=backend, **cell_options, **options)
+    return make_layer(cell, input_size, hidden_size, backend=backend, **options)
 
 
 def random_state(layer, batch, rng):
@@ -103,8 +96,8 @@ def test_gradients_accumulate_until_zero_grad(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_batch_first_is_the_transposed_layout(backend):
     rng = np.random.default_rng(5)
-    time_major = make("gru", num_layers=2, bidirectional=True, dtype=np.float64, backend=backend, seed=9)
-    batch_first = make("gru", num_layers=2, bidirectional=True, dtype=np.float64, backend=backend, seed=9,
+    time_major = make("gru_reset_after", num_layers=2, bidirectional=True, dtype=np.float64, backend=backend, seed=9)
+    batch_first = make("gru_reset_after", num_layers=2, bidirectional=True, dtype=np.float64, backend=backend, seed=9,
                        batch_first=True)
     x, dy = rng.standard_normal((5, 3, 3)), rng.standard_normal((5, 3, 8))
     lengths = [5, 2, 3]
@@ -142,7 +135,7 @@ def test_initialisation_is_uniform_within_one_over_sqrt_hidden():
 
 
 @pytest.mark.parametrize("cell,state_shapes", [
-    ("lstm", 2), ("gru", 1), ("rnn_tanh", 1),
+    ("lstm", 2), ("gru_reset_after", 1), ("rnn_tanh", 1),
 ])
 def test_parameter_names_and_shapes_follow_pytorch(cell, state_shapes):
     layer = make(cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
@@ -206,7 +199,7 @@ def test_lengths_zero_padded_outputs_and_state_at_each_last_step(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("cell", ["lstm", "gru_reset_after", "rnn_tanh"])
 def test_inputs_are_not_modified_and_outputs_are_not_overwritten(cell, bidirectional, backend):
     rng = np.random.default_rng(9)
     layer = make(cell, num_layers=1, bidirectional=bidirectional, backend=backend, seed=0)
@@ -337,11 +330,11 @@ def test_state_dict_returns_copies():
 
 # -- PyTorch parity --------------------------------------------------------------------------
 
-TORCH_CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+TORCH_CELLS = ["lstm", "gru_reset_after", "rnn_tanh", "rnn_relu"]
 
 
 def torch_layer(torch, cell, layer):
-    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}.get(cell, torch.nn.RNN)
+    cls = {"lstm": torch.nn.LSTM, "gru_reset_after": torch.nn.GRU}.get(cell, torch.nn.RNN)
     options = {"nonlinearity": "relu"} if cell == "rnn_relu" else {}
     module = cls(layer.input_size, layer.hidden_size, layer.num_layers, bias=layer.bias,
                  batch_first=layer.batch_first, bidirectional=layer.bidirectional, **options).double()
@@ -410,3 +403,22 @@ def test_params_and_grads_are_dicts_updated_in_place():
     assert layer.grads["weight_hh_l0"] is weight and np.all(weight == 1.5)
     with pytest.raises(TypeError, match="cannot be added, replaced or removed"):
         del layer.params["bias_ih_l0"]
+
+
+def test_a_cell_without_compiled_kernels_falls_back_alone(monkeypatch):
+    from dataclasses import replace
+
+    from fastrnn import _backends, _cells
+
+    if "cython" not in fastrnn.available_backends("lstm"):
+        pytest.skip("the compiled kernels are not built")
+    monkeypatch.setitem(_cells.CELLS, "gru", replace(_cells.CELLS["gru"], kernels="fastrnn._kernels.missing"))
+    monkeypatch.setattr(_backends, "_warned_fallback", set())
+    assert fastrnn.available_backends("gru") == ["reference"]
+    assert fastrnn.available_backends("lstm") == ["cython", "reference"]
+    with pytest.warns(RuntimeWarning, match="fastrnn._kernels.missing"):
+        assert fastrnn.GRU(3, 4).backend == "reference"
+    assert fastrnn.LSTM(3, 4).backend == "cython"
+    assert fastrnn.RNN(3, 4).backend == "cython"
+    with pytest.raises(ValueError, match="gru cell has no compiled kernels"):
+        fastrnn.GRU(3, 4, backend="cython")

@@ -4,34 +4,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-import fastrnn
-
-CELL_OPTIONS = [
-    (fastrnn.LSTM, {}), (fastrnn.LSTM, {"peephole": True}),
-    (fastrnn.GRU, {}), (fastrnn.GRU, {"reset_after": False}),
-    (fastrnn.RNN, {}), (fastrnn.RNN, {"nonlinearity": "relu"}),
-]
+from cases import CASES, make_layer
 
 
 @st.composite
 def configurations(draw):
-    cls, options = draw(st.sampled_from(CELL_OPTIONS))
+    case = draw(st.sampled_from(sorted(CASES)))
     steps, batch = draw(st.integers(1, 6)), draw(st.integers(1, 5))
     lengths = draw(st.one_of(st.none(), st.lists(st.integers(1, steps), min_size=batch, max_size=batch)))
     layer_options = dict(
         num_layers=draw(st.integers(1, 2)), bidirectional=draw(st.booleans()), bias=draw(st.booleans()),
-        batch_first=draw(st.booleans()), **options,
+        batch_first=draw(st.booleans()),
     )
     sizes = (steps, batch, draw(st.integers(1, 5)), draw(st.integers(1, 6)))
-    return cls, layer_options, sizes, lengths, draw(st.integers(0, 2**32 - 1))
+    return case, layer_options, sizes, lengths, draw(st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=60, deadline=None)
 @given(configurations())
 def test_cython_layer_equals_reference_layer(configuration):
-    cls, options, (steps, batch, inputs, hidden), lengths, seed = configuration
+    case, options, (steps, batch, inputs, hidden), lengths, seed = configuration
     rng = np.random.default_rng(seed)
-    layers = [cls(inputs, hidden, dtype=np.float64, backend=backend, seed=seed, **options)
+    layers = [make_layer(case, inputs, hidden, dtype=np.float64, backend=backend, seed=seed, **options)
               for backend in ("cython", "reference")]
     dirs = layers[0].num_directions
     x_shape = (batch, steps, inputs) if options["batch_first"] else (steps, batch, inputs)

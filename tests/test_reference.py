@@ -1,6 +1,6 @@
 """The pure-NumPy reference cells (fastrnn/reference/), called directly through the cell contract
 of fastrnn/_backends.py: gradients against finite differences, padding, direction, dtype, and the
-forward pass against a textbook example, scalar loops written from SPEC §2, and PyTorch."""
+forward pass against a textbook example, scalar loops written from docs/math.md, and PyTorch."""
 import math
 
 import numpy as np
@@ -9,37 +9,21 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from fastrnn import gradcheck
 from fastrnn.reference import gru, lstm, rnn
+from fastrnn._cells import CELLS
+from cases import CASES, make_params, num_states, reference
 
 T, B, D, H = 4, 3, 5, 4
 MIXED_LENGTHS = (3, 1, 4)  # unsorted, with a full-length sequence and a one-step one
-
-# name -> (module, forward options, peephole)
-CASES = {
-    "rnn_tanh": (rnn, {"nonlinearity": "tanh"}, False),
-    "rnn_relu": (rnn, {"nonlinearity": "relu"}, False),
-    "lstm": (lstm, {}, False),
-    "lstm_peephole": (lstm, {}, True),
-    "gru_reset_after": (gru, {"reset_after": True}, False),
-    "gru_reset_before": (gru, {"reset_after": False}, False),
-}
-GATES = {rnn: 1, lstm: 4, gru: 3}
-STATES = {rnn: 1, lstm: 2, gru: 1}
+STATES = {reference(case.cell): num_states(case.cell) for case in CASES.values()}
 
 
 def make_problem(case, rng, bias=True, dtype=np.float64, steps=T, batch=B):
     """Random x, state0, params (uniform in ±0.5, larger than PyTorch's init to exercise the gates)."""
-    module, options, peephole = CASES[case]
-    G = GATES[module]
+    cell, options, _ = CASES[case]
+    module = reference(cell)
     x = rng.standard_normal((steps, batch, D)).astype(dtype)
     state0 = tuple(rng.standard_normal((batch, H)).astype(dtype) for _ in range(STATES[module]))
-    params = {
-        "w_ih": rng.uniform(-0.5, 0.5, (G * H, D)).astype(dtype),
-        "w_hh": rng.uniform(-0.5, 0.5, (G * H, H)).astype(dtype),
-        "b_ih": rng.uniform(-0.5, 0.5, G * H).astype(dtype) if bias else None,
-        "b_hh": rng.uniform(-0.5, 0.5, G * H).astype(dtype) if bias else None,
-    }
-    if module is lstm:
-        params["w_peep"] = rng.uniform(-0.5, 0.5, (3, H)).astype(dtype) if peephole else None
+    params = make_params(case, rng, dtype, D, H, bias)
     return module, options, x, state0, params
 
 
@@ -89,7 +73,7 @@ def test_backward_matches_finite_differences(case, bias, lengths, reverse):
         if value is not None:
             arrays[name], analytic[name] = value, grads[name]
     # x, every state, w_ih, w_hh, and the biases and peepholes when present
-    assert len(arrays) == 1 + STATES[module] + 2 + (2 if bias else 0) + int(case == "lstm_peephole")
+    assert len(arrays) == 1 + STATES[module] + 2 + (2 if bias else 0) + int(CASES[case].peephole)
     # eps=1e-6 central differences in float64: truncation ~eps² and rounding ~1e-16/eps, both far
     # below 1e-9. relu: no pre-activation of these seeded inputs lies within eps of the kink, so it
     # needs no looser tolerance (a kink would show as an O(1) error, not a pass).
@@ -282,8 +266,9 @@ def _affine(w, b, v, row):
     return sum(w[row][k] * v[k] for k in range(len(v))) + b[row]
 
 
-def scalar_lstm_peephole(x, h0, c0, p):
-    """SPEC §2's LSTM with peepholes, one Python float at a time."""
+def scalar_lstm_peephole(x, h0, c0, p, forget_gate=True):
+    """docs/math.md's LSTM with peepholes, one Python float at a time; without forget gate
+    (Hochreiter & Schmidhuber 1997: gate rows i, g, o, peepholes p_i, p_o) if not `forget_gate`."""
     w_ih, w_hh, b_ih, b_hh, w_peep = (p[k].tolist() for k in ("w_ih", "w_hh", "b_ih", "b_hh", "w_peep"))
     h, c, ys = h0.tolist(), c0.tolist(), []
     for x_t in x.tolist():
@@ -295,10 +280,15 @@ def scalar_lstm_peephole(x, h0, c0, p):
                     row = gate * len(h[b]) + j
                     return _affine(w_ih, b_ih, x_t[b], row) + _affine(w_hh, b_hh, h[b], row)
                 i = _sigmoid(a(0) + w_peep[0][j] * c[b][j])
-                f = _sigmoid(a(1) + w_peep[1][j] * c[b][j])
-                g = math.tanh(a(2))
-                c_t = f * c[b][j] + i * g
-                o = _sigmoid(a(3) + w_peep[2][j] * c_t)
+                if forget_gate:
+                    f = _sigmoid(a(1) + w_peep[1][j] * c[b][j])
+                    g = math.tanh(a(2))
+                    c_t = f * c[b][j] + i * g
+                    o = _sigmoid(a(3) + w_peep[2][j] * c_t)
+                else:
+                    g = math.tanh(a(1))
+                    c_t = c[b][j] + i * g
+                    o = _sigmoid(a(2) + w_peep[1][j] * c_t)
                 h_b.append(o * math.tanh(c_t))
                 c_b.append(c_t)
             y_t.append(h_b)
@@ -309,7 +299,7 @@ def scalar_lstm_peephole(x, h0, c0, p):
 
 
 def scalar_gru_reset_before(x, h0, p):
-    """SPEC §2's GRU with reset_after=False (Cho et al. 2014), one Python float at a time."""
+    """docs/math.md's GRU with reset_after=False (Cho et al. 2014), one Python float at a time."""
     w_ih, w_hh, b_ih, b_hh = (p[k].tolist() for k in ("w_ih", "w_hh", "b_ih", "b_hh"))
     h, ys = h0.tolist(), []
     for x_t in x.tolist():
@@ -332,13 +322,13 @@ def _small_problem(case, seed):
     """B=2, H=3, T=3 for the scalar loops."""
     rng = np.random.default_rng(seed)
     module, options, _, _, _ = make_problem(case, rng)
-    G = GATES[module]
+    G = CELLS[CASES[case].cell].num_gates
     x = rng.standard_normal((3, 2, D))
     state0 = tuple(rng.standard_normal((2, 3)) for _ in range(STATES[module]))
     params = {"w_ih": rng.uniform(-0.5, 0.5, (G * 3, D)), "w_hh": rng.uniform(-0.5, 0.5, (G * 3, 3)),
               "b_ih": rng.uniform(-0.5, 0.5, G * 3), "b_hh": rng.uniform(-0.5, 0.5, G * 3)}
-    if module is lstm:
-        params["w_peep"] = rng.uniform(-1.0, 1.0, (3, 3))
+    if CASES[case].peephole:
+        params["w_peep"] = rng.uniform(-1.0, 1.0, (len(CELLS[CASES[case].cell].peephole_gates), 3))
     return module, options, x, state0, params
 
 
@@ -346,6 +336,15 @@ def test_lstm_peephole_forward_matches_scalar_loop():
     module, options, x, (h0, c0), params = _small_problem("lstm_peephole", 11)
     y, (h_n, c_n), _ = module.forward(x, (h0, c0), params, None, False, **options)
     y_loop, h_loop, c_loop = scalar_lstm_peephole(x, h0, c0, params)
+    assert_allclose(y, y_loop, rtol=1e-12, atol=1e-14)
+    assert_allclose(h_n, h_loop, rtol=1e-12, atol=1e-14)
+    assert_allclose(c_n, c_loop, rtol=1e-12, atol=1e-14)
+
+
+def test_lstm_nf_peephole_forward_matches_scalar_loop():
+    module, options, x, (h0, c0), params = _small_problem("lstm_nf_peephole", 13)
+    y, (h_n, c_n), _ = module.forward(x, (h0, c0), params, None, False, **options)
+    y_loop, h_loop, c_loop = scalar_lstm_peephole(x, h0, c0, params, forget_gate=False)
     assert_allclose(y, y_loop, rtol=1e-12, atol=1e-14)
     assert_allclose(h_n, h_loop, rtol=1e-12, atol=1e-14)
     assert_allclose(c_n, c_loop, rtol=1e-12, atol=1e-14)

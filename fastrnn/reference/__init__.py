@@ -1,6 +1,6 @@
-"""Pure-NumPy reference cells: SPEC §2 written out line by line, to read and to check against.
+"""Pure-NumPy reference cells: docs/math.md written out line by line, to read and to check against.
 
-Each module (`rnn`, `lstm`, `gru`) provides the two functions of the cell-kernel contract that
+Each module (`rnn`, `lstm`, `lstm_nf`, `gru`) provides the two functions of the cell-kernel contract that
 fastrnn/_backends.py documents:
 
     forward(x, state0, params, lengths, reverse, **options) -> (y, state_n, cache)
@@ -11,6 +11,6 @@ float64). `backward` is BPTT through that forward call and ADDS the parameter gr
 `grads` in place. Stacking, directions, batch_first, dropout and argument checks are the layer
 driver's job (fastrnn/_layer.py). `backend="reference"` runs these; the Cython kernels must agree.
 """
-from . import gru, lstm, rnn
+from . import gru, lstm, lstm_nf, rnn
 
-__all__ = ["gru", "lstm", "rnn"]
+__all__ = ["gru", "lstm", "lstm_nf", "rnn"]

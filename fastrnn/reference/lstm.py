@@ -14,7 +14,7 @@ processed before t: t+1 when reverse=True. A step past a sequence's length (leng
 """
 import numpy as np
 
-from ._common import or_zeros, sigmoid, time_steps, valid_steps
+from ._common import affine_backward, or_zeros, sigmoid, time_steps, valid_steps
 
 
 def forward(x, state0, params, lengths, reverse):
@@ -85,11 +85,5 @@ def backward(dy, dstate_n, cache, grads):
         grads["w_peep"][1] += np.sum(da[:, :, H:2 * H] * cs_prev, axis=(0, 1))
         grads["w_peep"][2] += np.sum(da[:, :, 3 * H:] * cs, axis=(0, 1))
     # a = W_i* x_t + b_i* + W_h* h_{t-1} + b_h*, differentiated for all steps at once
-    da = da.reshape(T * B, 4 * H)
-    grads["w_ih"] += da.T @ x.reshape(T * B, D)
-    grads["w_hh"] += da.T @ hs_prev.reshape(T * B, H)
-    for name in ("b_ih", "b_hh"):
-        if grads[name] is not None:
-            grads[name] += da.sum(axis=0)
-    dx = (da @ w_ih).reshape(T, B, D)
+    dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next, dc_next)  # now dL/dh_0 and dL/dc_0

@@ -8,7 +8,7 @@ unchanged and outputs zero.
 """
 import numpy as np
 
-from ._common import or_zeros, time_steps, valid_steps
+from ._common import affine_backward, or_zeros, time_steps, valid_steps
 
 # act, and act' written in terms of act's output h = act(a)
 ACTIVATIONS = {
@@ -60,11 +60,5 @@ def backward(dy, dstate_n, cache, grads):
         dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
 
     # a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, differentiated for all steps at once
-    da = da.reshape(T * B, H)
-    grads["w_ih"] += da.T @ x.reshape(T * B, D)
-    grads["w_hh"] += da.T @ hs_prev.reshape(T * B, H)
-    for name in ("b_ih", "b_hh"):
-        if grads[name] is not None:
-            grads[name] += da.sum(axis=0)
-    dx = (da @ w_ih).reshape(T, B, D)
+    dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next,)  # dh_next is now dL/dh_0

@@ -281,7 +281,7 @@ def run(args):
 
 def cython_threading(threads):
     """How the compiled kernels use the machine, in one line."""
-    from .. import _kernels
+    from .._kernels import products as _kernels
 
     products = ("a packed AVX-512 kernel" if _kernels._packed_products_supported()
                 else "single-threaded BLAS calls")

@@ -27,7 +27,7 @@ import zlib
 import numpy as np
 from tqdm import tqdm
 
-from .. import GRU, LSTM, RNN, _npz, distributed, no_grad
+from .. import GRU, LSTM, RNN, _cells, _npz, distributed, no_grad
 from .._io import atomic_write
 from ..clip import clip_grad_norm
 from ._cli import (add_backend_arguments, choose_backend, non_negative_int, output_problem, positive_float,
@@ -297,7 +297,7 @@ class CharModel:
 def expected_param_shapes(architecture, vocab_size):
     """"module.name" -> shape of every parameter of a CharModel, computed without building one."""
     hidden, embed = architecture["hidden"], architecture["embed"]
-    gate_rows = CELLS[architecture["cell"]].num_gates * hidden
+    gate_rows = _cells.CELLS[architecture["cell"]].num_gates * hidden  # the layer classes name their cell specs
     shapes = {"embed.weight": (vocab_size, embed)}
     for layer in range(architecture["layers"]):
         shapes[f"rnn.weight_ih_l{layer}"] = (gate_rows, embed if layer == 0 else hidden)

@@ -1,5 +1,5 @@
-/* Per-step products on a packed right operand, and the weight gradients, written once for a
- * scalar type (gates.c includes this file for float and for double, like gates_impl.h).
+/* The matrix kernels of a pass besides BLAS: the per-step products on a packed right operand,
+ * the narrow weight gradients, and column sums.
  *
  * A time loop multiplies by the same W_hh (or its transpose) at every step, a few dozen rows at
  * a time. BLAS packs its operands on every call, which at so few rows costs about as much as
@@ -9,15 +9,53 @@
  * registers. It is written with GCC vector extensions and compiled for AVX-512 (32 registers of
  * 64 bytes), the only target it is tuned for: packed_matmul_supported() says whether the CPU
  * runs it, and the caller uses BLAS when it does not.
+ *
+ * packed_size: values in the packed form of a (k, n) right operand. pack_panels: that form of
+ * B (k, n), or of Bᵀ when B is given as (n, k) and `transposed`. matmul_packed:
+ * C := A.B (+ C when accumulate) with B so packed. matmul_tn: C := Aᵀ.B (+ C when accumulate),
+ * A (k, m) and B (k, n) as they are. colsum: acc[j] += sum over the rows of a[i, j], in double.
  */
+#ifndef REAL
+#ifndef FASTRNN_MATMUL_H
+#define FASTRNN_MATMUL_H
+#include "rows.h"
+
+/* The AVX-512 kernels need GCC's vector extensions and target attribute. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FASTRNN_PACKED_MATMUL 1
+static int packed_matmul_supported(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+}
+#else
+#define FASTRNN_PACKED_MATMUL 0
+static int packed_matmul_supported(void) { return 0; }
+#endif
+
+#define FASTRNN_BODY "matmul.h"
+#include "template.h"
+#endif
+#else /* the body, for one REAL */
+
+static inline void SFX(colsum_row)(int n, const REAL *restrict a, double *restrict acc)
+{
+    for (int j = 0; j < n; j++) acc[j] += (double)a[j];
+}
+
+/* acc[j] += sum over the rows i of a[i, j], j < n, summed in double. */
+KERNEL void SFX(colsum)(int64_t rows, int n, const REAL *a, int64_t lda, double *acc)
+{
+    for (int64_t i = 0; i < rows; i++) SFX(colsum_row)(n, ROW(a, i, lda), acc);
+}
 
 #define LANES ((int)(64 / sizeof(REAL)))
 #define PANEL (2 * LANES)
 
 size_t SFX(packed_size)(int k, int n) { return (size_t)((n + PANEL - 1) / PANEL) * PANEL * k; }
 
-/* B is copied a row segment at a time (2-3x faster than value by value). Bᵀ, stored (n, k), is
- * copied in blocks of TRANSPOSE_BLOCK of its columns (rows of the panel): each of its rows gives
+/* B is copied a row segment at a time, which the compiler turns into vector copies. Bᵀ, stored
+ * (n, k), is copied in blocks of TRANSPOSE_BLOCK of its columns (rows of the panel): each of its rows gives
  * one cache line to the block, whose panel rows, written a value at a time, stay in cache. */
 #define TRANSPOSE_BLOCK 16
 void SFX(pack_panels)(int k, int n, const REAL *b, int ldb, int transposed, REAL *packed)
@@ -128,8 +166,8 @@ ALWAYS_INLINE void SFX(packed_block)(int rows, int cols, int k, const REAL *a, i
 }
 
 /* Rows of A are taken M_BLOCK at a time, so that the block of A stays in cache while every panel
- * passes over it: on the whole-sequence products (thousands of rows) 5-10 % faster than streaming
- * all of A once per panel. */
+ * passes over it, instead of streaming all of A from memory once per panel on the
+ * whole-sequence products (thousands of rows). */
 #define M_BLOCK 128
 
 /* C := A.B (+ C when accumulate), row-major, A (m, k), B (k, n) given packed by pack_panels. */
@@ -203,3 +241,5 @@ void SFX(matmul_tn)(int m, int n, int k, const REAL *a, int lda, const REAL *b, 
 
 #undef LANES
 #undef PANEL
+
+#endif

@@ -1,0 +1,309 @@
+"""Compiled GRU, one direction of one layer (fastrnn/reference/gru.py in C): `forward` and
+`backward` implement the cell contract of docs/layers.md (fastrnn/_backends.py).
+
+Gate rows r, z, n (docs/math.md). reset_after=True applies r to W_hn h_{t-1} + b_hn, so one
+product per step gives everything; reset_after=False applies it to h_{t-1} before W_hn, so a
+step makes two products, around the r half of the gate kernels. Buffers and passes as in
+scan.pyx.
+"""
+import numpy as np
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
+                                        panels_ptr, product, product_panels, step_matmul,
+                                        step_panels)
+from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
+                                    init_scan, input_gradient_products, input_projection,
+                                    lengths_from, lengths_ptr, run_scan)
+from fastrnn._kernels.threads cimport MAX_PARTS
+
+
+cdef struct GruWork:
+    # What the time loop of a pass reads and writes; a thread handles batch rows b0 .. b1-1 of
+    # everything per-row. The forward buffers (gates .. y) are written by forward and only read
+    # by backward.
+    bint is_double, reset_after
+    int T, B, H, G, rev
+    const int64_t *lengths
+    # The right operands of the per-step products: W_hh (reset_after), or its r, z rows and its
+    # n rows (reset_after=False); transposed in forward.
+    const Operand *w_hh
+    const Operand *w_hn
+    const void *b_ih
+    const void *b_hh
+    void *gates   # (T, B, G*H)
+    void *hs      # (T+1, B, H)
+    void *hn      # (T, B, H): W_hn h_{t-1} + b_hn (reset_after)
+    void *rh      # (T, B, H): r * h_{t-1} (reset_after=False)
+    void *y       # (T, B, H)
+    void *hproj   # (B, G*H): one step's h_{t-1}.W_hhᵀ (forward, reset_after)
+    const void *dy  # (T, B, H)
+    void *dgates  # (T, B, G*H)
+    void *dn      # (T, B, H): the n gradient as W_ih sees it (reset_after)
+    void *drh     # (B, H): one step's d(r * h_{t-1}) (backward, reset_after=False)
+    void *dh      # (B, H)
+
+
+cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef const floating *b_ih = <const floating *>w.b_ih
+    cdef const floating *b_hh = <const floating *>w.b_hh
+    cdef floating *hs = <floating *>w.hs
+    cdef floating *hn = <floating *>w.hn
+    cdef floating *rh = <floating *>w.rh
+    cdef floating *y = <floating *>w.y
+    cdef floating *hproj = <floating *>w.hproj + <int64_t>b0 * G
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        if w.reset_after:
+            # hproj[rows] = hs[t + rev, rows] @ w_hh.T
+            step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 0, hproj, G)
+            gru_forward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], hproj, b_ih, b_hh,
+                             &hs[at(t + rev, b0, B, H)], &hn[at(t, b0, B, H)],
+                             &hs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+        else:
+            # gates[t, rows, :2H] += hs[t + rev, rows] @ w_hh[:2H].T
+            step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1, &gates[at(t, b0, B, G)],
+                        G)
+            gru_forward_rz_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                                &hs[at(t + rev, b0, B, H)], &rh[at(t, b0, B, H)])
+            # gates[t, rows, 2H:] += (r * h_{t-1})[rows] @ w_hh[2H:].T
+            step_matmul(w.w_hn, rows, &rh[at(t, b0, B, H)], H, 1, &gates[at(t, b0, B, G) + 2 * H],
+                        G)
+            gru_forward_n_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], b_ih, b_hh,
+                               &hs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
+                               &y[at(t, b0, B, H)])
+
+
+cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef const floating *gates = <const floating *>w.gates
+    cdef const floating *hs = <const floating *>w.hs
+    cdef const floating *hn = <const floating *>w.hn
+    cdef const floating *dy = <const floating *>w.dy
+    cdef floating *dn = <floating *>w.dn
+    cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef floating *drh = <floating *>w.drh + <int64_t>b0 * H
+    for s in range(T):
+        t = s if rev else T - 1 - s
+        if w.reset_after:
+            gru_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], &hn[at(t, b0, B, H)],
+                              &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
+                              &dgates[at(t, b0, B, G)], &dn[at(t, b0, B, H)])
+            # dh[rows] += dgates[t, rows] @ w_hh
+            step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+        else:
+            gru_backward_nz_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                 &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
+                                 &dgates[at(t, b0, B, G)])
+            # drh[rows] = dgates[t, rows, 2H:] @ w_hh[2H:]
+            step_matmul(w.w_hn, rows, &dgates[at(t, b0, B, G) + 2 * H], G, 0, drh, H)
+            gru_backward_r_step(rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                                &hs[at(t + rev, b0, B, H)], drh, dh, &dgates[at(t, b0, B, G)])
+            # dh[rows] += dgates[t, rows, :2H] @ w_hh[:2H]
+            step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+
+
+cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+    cdef GruWork *w = <GruWork *>cell
+    if w.is_double:
+        forward_rows(w, b0, b1, <double *>w.gates)
+    else:
+        forward_rows(w, b0, b1, <float *>w.gates)
+
+
+cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+    cdef GruWork *w = <GruWork *>cell
+    if w.is_double:
+        backward_rows(w, b0, b1, <double *>w.dgates)
+    else:
+        backward_rows(w, b0, b1, <float *>w.dgates)
+
+
+cdef class _Cache:
+    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    cdef object x, w_ih, w_hh, lengths, gates, hs, hn_or_rh
+    cdef bint reverse, reset_after
+
+
+cdef void init_work(GruWork *w, bint is_double, int T, int B, int H, bint reverse,
+                    bint reset_after, const int64_t *lengths) noexcept:
+    """The sizes and options of `w`, with every buffer pointer NULL."""
+    memset(w, 0, sizeof(GruWork))
+    w.is_double, w.reset_after = is_double, reset_after
+    w.T, w.B, w.H, w.G, w.rev, w.lengths = T, B, H, 3 * H, reverse, lengths
+
+
+def forward(x, state0, params, lengths, reverse, reset_after=True):
+    """GRU forward over one direction of one layer -> (y, (h_n,), cache).
+
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    cdef _Cache cache = _Cache.__new__(_Cache)
+    if x.dtype == np.float32:
+        y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
+                                     params["b_hh"], lengths, reverse, reset_after, cache)
+    else:
+        y, state_n = _forward[double](x, state0[0], params["w_ih"], params["w_hh"],
+                                      params["b_ih"], params["b_hh"], lengths, reverse,
+                                      reset_after, cache)
+    return y, state_n, cache
+
+
+cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                    const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                    const floating[::1] b_ih, const floating[::1] b_hh,
+                    const int64_t[::1] lengths, bint reverse, bint reset_after, _Cache cache):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 3 * H
+    cdef int rev = reverse
+    cdef GruWork work
+    cdef Scan scan
+    dtype = np.float32 if floating is float else np.float64
+    # Kept for backward: the activated gates, the h sequence and per step either
+    # hn = W_hn h_{t-1} + b_hn (reset_after) or r * h_{t-1} (and the initial state).
+    gates_array = empty((T, B, G), dtype)
+    hs_array = empty((T + 1, B, H), dtype)
+    hn_or_rh_array = empty((T, B, H), dtype)
+    y_array = empty((T, B, H), dtype)
+    h_n_array = empty((B, H), dtype)
+    hproj_array = empty((B, G), dtype)
+    cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, hn_or_rh = hn_or_rh_array
+    cdef floating[:, :, ::1] y = y_array
+    cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
+    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
+
+    init_scan(&scan, floating is double, True, B, forward_part, &work)
+    init_work(&work, floating is double, T, B, H, reverse, reset_after, lengths_ptr(lengths))
+    if reset_after:
+        # per step: @ w_hh.T
+        work.w_hh = add_operand(&scan, H, G, &w_hh[0, 0], H, True, panels_ptr(panels))
+        work.hn, work.hproj = &hn_or_rh[0, 0, 0], &hproj[0, 0]
+    else:
+        # per step: @ w_hh[:2H].T, then (r * h_{t-1}) @ w_hh[2H:].T
+        work.w_hh = add_operand(&scan, H, 2 * H, &w_hh[0, 0], H, True, panels_ptr(panels))
+        work.w_hn = add_operand(&scan, H, H, &w_hh[2 * H, 0], H, True, panels_ptr(panels_n))
+        work.rh = &hn_or_rh[0, 0, 0]
+    work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
+    work.gates, work.hs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &y[0, 0, 0]
+    # gates = x @ w_ih.T
+    input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
+                     panels_ptr(panels_ih))
+
+    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+    cache.x, cache.w_ih, cache.w_hh = x.base, w_ih.base, w_hh.base
+    cache.lengths = None if lengths is None else lengths.base
+    cache.gates, cache.hs, cache.hn_or_rh = gates_array, hs_array, hn_or_rh_array
+    cache.reverse, cache.reset_after = reverse, reset_after
+    return y_array, (h_n_array,)
+
+
+def backward(dy, dstate_n, cache, grads):
+    """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
+
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    cdef _Cache c = cache
+    if dy.dtype == np.float32:
+        return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
+                                c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
+                                grads["w_hh"], grads["b_ih"], grads["b_hh"])
+    return _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
+                             c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"], grads["w_hh"],
+                             grads["b_ih"], grads["b_hh"])
+
+
+cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
+                     const floating[:, :, ::1] x, const floating[:, ::1] w_ih,
+                     const floating[:, ::1] w_hh, const int64_t[::1] lengths,
+                     const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
+                     const floating[:, :, ::1] hn_or_rh, bint reverse, bint reset_after,
+                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                     floating[::1] db_hh):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
+    cdef int rev = reverse
+    cdef int64_t rows = <int64_t>T * B
+    cdef GruWork work
+    cdef Scan scan
+    cdef Products *products = &scan.products
+    dtype = np.float32 if floating is float else np.float64
+    dx_array = empty((T, B, D), dtype)
+    # reset_after: the r, z, hn gradients (what W_hh sees) and dn, the n gradient (what W_ih
+    # sees); otherwise the r, z, n gradients, which both see, and a per-step d(r * h_{t-1}).
+    dgates_array = empty((T, B, G), dtype)
+    dn_array = empty((T if reset_after else 1, B, H), dtype)
+    dh_array = empty((B, H), dtype)
+    cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array, dn = dn_array
+    cdef floating[:, ::1] dh = dh_array
+    cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
+    cdef double[:, ::1] dbias_n = np.zeros((MAX_PARTS, H))
+    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
+    cdef floating[::1] panels_ih = product_panels(T * B, 2 * H if reset_after else G, D, dtype)
+    cdef floating[::1] panels_n_ih = product_panels(T * B, H, D, dtype) if reset_after else None
+
+    init_scan(&scan, floating is double, False, B, backward_part, &work)
+    init_work(&work, floating is double, T, B, H, reverse, reset_after, lengths_ptr(lengths))
+    if reset_after:
+        # per step: @ w_hh
+        work.w_hh = add_operand(&scan, G, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+        work.hn, work.dn = <void *>&hn_or_rh[0, 0, 0], &dn[0, 0, 0]
+    else:
+        # per step: @ w_hh[:2H] and, for d(r * h_{t-1}), @ w_hh[2H:]
+        work.w_hh = add_operand(&scan, 2 * H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+        work.w_hn = add_operand(&scan, H, H, &w_hh[2 * H, 0], H, False, panels_ptr(panels_n))
+        work.drh = &dn[0, 0, 0]  # one step
+    work.gates, work.hs, work.dy = <void *>&gates[0, 0, 0], <void *>&hs[0, 0, 0], &dy[0, 0, 0]
+    work.dgates, work.dh = &dgates[0, 0, 0], &dh[0, 0]
+    if reset_after:
+        # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
+        product(products, False, False, T * B, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,
+                False, &dx[0, 0, 0], D)
+        pack_last(products, panels_ptr(panels_ih))
+        product(products, False, False, T * B, D, H, &dn[0, 0, 0], H, &w_ih[2 * H, 0], D, True,
+                &dx[0, 0, 0], D)
+        pack_last(products, panels_ptr(panels_n_ih))
+        # dw_ih[:2H] += dgates[..., :2H].T @ x; dw_ih[2H:] += dn.T @ x
+        product(products, True, False, 2 * H, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D,
+                True, &dw_ih[0, 0], D)
+        product(products, True, False, H, D, T * B, &dn[0, 0, 0], H, &x[0, 0, 0], D, True,
+                &dw_ih[2 * H, 0], D)
+        # dw_hh += dgates.T @ hs[rev:rev + T]
+        product(products, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+                True, &dw_hh[0, 0], H)
+        if db_ih is not None:
+            # dbias = dgates.sum((0, 1)); dbias_n = dn.sum((0, 1))
+            column_sum(products, rows, G, &dgates[0, 0, 0], G, &dbias[0, 0])
+            column_sum(products, rows, H, &dn[0, 0, 0], H, &dbias_n[0, 0])
+    else:
+        # dx = dgates @ w_ih; dw_ih += dgates.T @ x
+        input_gradient_products(products, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0],
+                                &x[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
+        # dw_hh[:2H] += dgates[..., :2H].T @ hs[rev:rev + T]; dw_hh[2H:] += dgates[..., 2H:].T @ rh
+        product(products, True, False, 2 * H, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+                True, &dw_hh[0, 0], H)
+        product(products, True, False, H, H, T * B, &dgates[0, 0, 2 * H], G,
+                &hn_or_rh[0, 0, 0], H, True, &dw_hh[2 * H, 0], H)
+        if db_ih is not None:
+            # dbias = dgates.sum((0, 1))
+            column_sum(products, rows, G, &dgates[0, 0, 0], G, &dbias[0, 0])
+
+    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+    run_scan(&scan, rows * G * (D + H))
+    if db_ih is not None:
+        # db_hh += dbias; db_ih += dbias (reset_after: its r, z part, then dbias_n)
+        add_to(&db_hh[0], &dbias[0, 0], G)
+        if reset_after:
+            add_to(&db_ih[0], &dbias[0, 0], 2 * H)
+            add_to(&db_ih[2 * H], &dbias_n[0, 0], H)
+        else:
+            add_to(&db_ih[0], &dbias[0, 0], G)
+    return dx_array, (dh_array,)

@@ -1,0 +1,236 @@
+"""Compiled LSTM, one direction of one layer (fastrnn/reference/lstm.py and lstm_nf.py in C):
+`forward` and `backward` implement the cell contract of docs/layers.md (fastrnn/_backends.py).
+
+The gate rows are i, f, g, o (G = 4), or i, g, o (G = 3) for the cell without forget gate of
+Hochreiter & Schmidhuber 1997 (docs/math.md); the parameters' shapes say which. Buffers and
+passes as in scan.pyx.
+"""
+import numpy as np
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels,
+                                        step_matmul, step_panels)
+from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
+                                    gate_gradient_products, init_scan, input_projection,
+                                    lengths_from, lengths_ptr, run_scan)
+from fastrnn._kernels.threads cimport MAX_PARTS
+
+
+cdef struct LstmWork:
+    # What the time loop of a pass reads and writes; a thread handles batch rows b0 .. b1-1 of
+    # everything per-row. The forward buffers (gates .. y) are written by forward and only read
+    # by backward.
+    bint is_double, forget_gate
+    int T, B, H, G, P, rev  # P: peephole rows, 3 (i, f, o) or 2 (i, o)
+    const int64_t *lengths
+    const Operand *w_hh  # the right operand of the per-step product
+    const void *b_ih
+    const void *b_hh
+    const void *w_peep   # (P, H), zeros without peepholes
+    void *gates          # (T, B, G*H)
+    void *hs             # (T+1, B, H)
+    void *cs             # (T+1, B, H)
+    void *y              # (T, B, H)
+    const void *dy       # (T, B, H)
+    void *dgates         # (T, B, G*H)
+    void *dh             # (B, H)
+    void *dc             # (B, H)
+    double *dpeep        # (MAX_PARTS, P*H) accumulators, one per thread, or NULL
+
+
+cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef floating *hs = <floating *>w.hs
+    cdef floating *cs = <floating *>w.cs
+    cdef floating *y = <floating *>w.y
+    for s in range(T):
+        t = T - 1 - s if rev else s
+        # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
+        step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1, &gates[at(t, b0, B, G)], G)
+        lstm_forward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                          <const floating *>w.b_ih, <const floating *>w.b_hh,
+                          <const floating *>w.w_peep, &hs[at(t + rev, b0, B, H)],
+                          &cs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
+                          &cs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+
+
+cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
+    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef const floating *gates = <const floating *>w.gates
+    cdef const floating *cs = <const floating *>w.cs
+    cdef const floating *dy = <const floating *>w.dy
+    cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef floating *dc = <floating *>w.dc + <int64_t>b0 * H
+    cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * w.P * H
+    for s in range(T):
+        t = s if rev else T - 1 - s
+        lstm_backward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
+                           &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
+                           <const floating *>w.w_peep, &dy[at(t, b0, B, H)], dh, dc,
+                           &dgates[at(t, b0, B, G)], dpeep)
+        # dh[rows] += dgates[t, rows] @ w_hh
+        step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+
+
+cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+    cdef LstmWork *w = <LstmWork *>cell
+    if w.is_double:
+        forward_rows(w, b0, b1, <double *>w.gates)
+    else:
+        forward_rows(w, b0, b1, <float *>w.gates)
+
+
+cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+    cdef LstmWork *w = <LstmWork *>cell
+    if w.is_double:
+        backward_rows(w, b0, b1, part, <double *>w.dgates)
+    else:
+        backward_rows(w, b0, b1, part, <float *>w.dgates)
+
+
+cdef class _Cache:
+    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    cdef object x, w_ih, w_hh, w_peep, lengths, gates, hs, cs
+    cdef bint reverse
+
+
+def forward(x, state0, params, lengths, reverse):
+    """LSTM forward over one direction of one layer -> (y, (h_n, c_n), cache).
+
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); the
+    cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H))."""
+    w_hh = params["w_hh"]
+    H = w_hh.shape[1]
+    w_peep = params["w_peep"]
+    cdef _Cache cache = _Cache.__new__(_Cache)
+    if w_peep is None:
+        w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
+    if x.dtype == np.float32:
+        y, state_n = _forward[float](x, state0[0], state0[1], params["w_ih"], w_hh,
+                                     params["b_ih"], params["b_hh"], w_peep, lengths, reverse,
+                                     cache)
+    else:
+        y, state_n = _forward[double](x, state0[0], state0[1], params["w_ih"], w_hh,
+                                      params["b_ih"], params["b_hh"], w_peep, lengths, reverse,
+                                      cache)
+    return y, state_n, cache
+
+
+cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
+                    const floating[:, ::1] c0, const floating[:, ::1] w_ih,
+                    const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                    const floating[::1] b_hh, const floating[:, ::1] w_peep,
+                    const int64_t[::1] lengths, bint reverse, _Cache cache):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = w_ih.shape[0]
+    cdef int rev = reverse
+    cdef LstmWork work
+    cdef Scan scan
+    dtype = np.float32 if floating is float else np.float64
+    # Kept for backward: the activated gates and the h and c sequences (and the initial state).
+    gates_array = empty((T, B, G), dtype)
+    hs_array = empty((T + 1, B, H), dtype)
+    cs_array = empty((T + 1, B, H), dtype)
+    y_array = empty((T, B, H), dtype)
+    h_n_array = empty((B, H), dtype)
+    c_n_array = empty((B, H), dtype)
+    cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
+    cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
+    cdef floating[::1] panels = step_panels(H, G, dtype)
+    cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
+
+    memset(&work, 0, sizeof(LstmWork))
+    init_scan(&scan, floating is double, True, B, forward_part, &work)
+    work.is_double, work.forget_gate = floating is double, G == 4 * H
+    work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, w_peep.shape[0], rev
+    work.lengths = lengths_ptr(lengths)
+    # per step: @ w_hh.T
+    work.w_hh = add_operand(&scan, H, G, &w_hh[0, 0], H, True, panels_ptr(panels))
+    work.w_peep = &w_peep[0, 0]
+    work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
+    work.gates, work.hs, work.cs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &y[0, 0, 0]
+    # gates = x @ w_ih.T
+    input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
+                     panels_ptr(panels_ih))
+
+    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
+    copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
+    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
+    copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
+    cache.x, cache.w_ih, cache.w_hh, cache.w_peep = x.base, w_ih.base, w_hh.base, w_peep.base
+    cache.lengths = None if lengths is None else lengths.base
+    cache.gates, cache.hs, cache.cs, cache.reverse = gates_array, hs_array, cs_array, reverse
+    return y_array, (h_n_array, c_n_array)
+
+
+def backward(dy, dstate_n, cache, grads):
+    """LSTM backward through one forward call -> (dx, (dh0, dc0)); adds into `grads`.
+
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    cdef _Cache c = cache
+    if dy.dtype == np.float32:
+        return _backward[float](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
+                                c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
+                                grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+    return _backward[double](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
+                             c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
+                             grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+
+
+cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
+                     const floating[:, ::1] dc_n, const floating[:, :, ::1] x,
+                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
+                     const floating[:, ::1] w_peep, const int64_t[::1] lengths,
+                     const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
+                     const floating[:, :, ::1] cs, bint reverse,
+                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
+                     floating[::1] db_hh, floating[:, ::1] dw_peep):
+    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = w_ih.shape[0]
+    cdef int P = w_peep.shape[0], rev = reverse, part
+    cdef LstmWork work
+    cdef Scan scan
+    dtype = np.float32 if floating is float else np.float64
+    dx_array = empty((T, B, D), dtype)
+    dgates_array = empty((T, B, G), dtype)
+    dh_array = empty((B, H), dtype)
+    dc_array = empty((B, H), dtype)
+    cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array
+    cdef floating[:, ::1] dh = dh_array, dc = dc_array
+    cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
+    cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, P * H))  # one accumulator per thread
+    cdef floating[::1] panels = step_panels(G, H, dtype)
+    cdef floating[::1] panels_ih = product_panels(T * B, G, D, dtype)
+
+    memset(&work, 0, sizeof(LstmWork))
+    init_scan(&scan, floating is double, False, B, backward_part, &work)
+    work.is_double, work.forget_gate = floating is double, G == 4 * H
+    work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, P, rev
+    work.lengths = lengths_ptr(lengths)
+    # per step: @ w_hh
+    work.w_hh = add_operand(&scan, G, H, &w_hh[0, 0], H, False, panels_ptr(panels))
+    work.w_peep = &w_peep[0, 0]
+    work.gates, work.cs, work.dy = <void *>&gates[0, 0, 0], <void *>&cs[0, 0, 0], &dy[0, 0, 0]
+    work.dgates, work.dh, work.dc = &dgates[0, 0, 0], &dh[0, 0], &dc[0, 0]
+    work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
+    # dx = dgates @ w_ih; dw_ih += dgates.T @ x; dw_hh += dgates.T @ hs[rev:rev + T];
+    # dbias = dgates.sum((0, 1))
+    gate_gradient_products(&scan.products, T * B, D, H, G, &dgates[0, 0, 0], &w_ih[0, 0],
+                           &x[0, 0, 0], &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
+                           NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
+
+    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
+    copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
+    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    if db_ih is not None:
+        add_to(&db_ih[0], &dbias[0, 0], G)
+        add_to(&db_hh[0], &dbias[0, 0], G)
+    if dw_peep is not None:
+        for part in range(MAX_PARTS):  # the rows of threads that did not run are zeros
+            add_to(&dw_peep[0, 0], &dpeep[part, 0], P * H)
+    return dx_array, (dh_array, dc_array)

@@ -1,0 +1,133 @@
+/* What every cell's gate kernels share: the activation functions, the attribute of the exported
+ * kernels, and the row helpers (copy, zero, add, activate one row of H values).
+ *
+ * The conventions of a gate kernel (lstm.h, gru.h, rnn.h): one call handles one time step t of
+ * all B rows; every matrix is row-major and C-contiguous unless a leading dimension is given;
+ * gate rows are in the order of docs/math.md. `lengths` is NULL (every row runs all T steps) or
+ * int64 (B,): row b is valid at step t when t < lengths[b]. An invalid row keeps its state,
+ * outputs zero, has zero gate gradients and passes the state gradient through unchanged, so
+ * padding is handled here, without copies of sequences. Bias pointers may be NULL (a layer
+ * without bias). In backward, dh (and dc) come in as the gradient w.r.t. the state after step t
+ * and leave as the part of the gradient w.r.t. the state before step t that does not flow
+ * through W_hh: the caller adds dgates . W_hh with one matrix product.
+ *
+ * Each exported step kernel loops over the rows of a step, handles masking, and hands the valid
+ * rows to a row kernel taking every row as a restrict parameter, which is what lets the
+ * compiler vectorise its loops, activation functions included.
+ */
+#ifndef REAL
+#ifndef FASTRNN_ROWS_H
+#define FASTRNN_ROWS_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* exp for float, branch-free (clamps, integer exponent arithmetic) so that the loops calling it
+ * vectorise, which libm's expf does not: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
+ * exp(r) from Cephes' degree-7 polynomial. x is clamped to [-87.3, 88], where 2^n stays a normal
+ * number: exp(x) is then FLT_MIN or 1.65e38 instead of 0 or inf, which leaves sigmoid and tanh
+ * below unchanged in float precision. */
+static inline float exp_f(float x)
+{
+    x = x < -87.33654f ? -87.33654f : x;
+    x = x > 88.0f ? 88.0f : x;
+    /* n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer, which then sits in the low
+     * mantissa bits of t (read as an integer below, without a float-to-int conversion) */
+    const float t = x * 1.44269504088896341f + 12582912.0f;
+    const float n = t - 12582912.0f;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    const float e = p * r * r + r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (bits - 0x4B400000u + 127u) << 23; /* 0x4B400000: the bits of 1.5 * 2^23 */
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return e * scale;
+}
+
+static inline float act_sigmoid_f(float x) { return 1.0f / (1.0f + exp_f(-x)); }
+
+/* tanh for float through exp_f: an odd Taylor polynomial near 0, where (1 - e) / (1 + e) would
+ * cancel, and (1 - e) / (1 + e), e = exp(-2|x|), elsewhere. Float64 parity is not at stake here:
+ * float32 results are checked against the reference at 1e-5. */
+static inline float act_tanh_f(float x)
+{
+    const float a = fabsf(x);
+    const float e = exp_f(-2.0f * a);
+    const float far = copysignf((1.0f - e) / (1.0f + e), x);
+    const float x2 = x * x;
+    const float near = x + x * x2 * (-0.333333333f + x2 * (0.133333333f + x2 * -0.0539682540f));
+    return a < 0.125f ? near : far;
+}
+
+/* double keeps libm's functions (within 1 ulp): float64 parity is checked at 1e-12. */
+static inline double act_sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
+static inline double act_tanh_d(double x) { return tanh(x); }
+
+/* The exported kernels are compiled three times, for baseline x86-64 (SSE2), x86-64-v3 (AVX2,
+ * FMA) and x86-64-v4 (AVX-512), and the loader picks the best the CPU runs (GNU ifunc): the
+ * portable build stays portable and the gate loops get the widest vectors the CPU has.
+ * `flatten` inlines the row kernels into each version, so they are compiled for its instruction
+ * set too. Elsewhere: one version. */
+#if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) && \
+    defined(__GLIBC__)
+#define KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), flatten))
+#else
+#define KERNEL
+#endif
+
+#define VALID(b) (lengths == NULL || t < lengths[b])
+#define ROW(p, b, width) ((p) + (size_t)(b) * (width))
+#define SIGMOID SFX(act_sigmoid)
+#define TANH SFX(act_tanh)
+
+#define FASTRNN_BODY "rows.h"
+#include "template.h"
+#endif /* FASTRNN_ROWS_H */
+#else  /* the body, for one REAL */
+
+static inline void SFX(copy_row)(REAL *restrict dst, const REAL *restrict src, int n)
+{
+    for (int j = 0; j < n; j++) dst[j] = src[j];
+}
+
+static inline void SFX(zero_row)(REAL *restrict dst, int n)
+{
+    for (int j = 0; j < n; j++) dst[j] = 0;
+}
+
+/* dst += src, skipped when src is NULL (a layer without bias). */
+static inline void SFX(add_row)(REAL *restrict dst, const REAL *restrict src, int n)
+{
+    if (src == NULL) return;
+    for (int j = 0; j < n; j++) dst[j] += src[j];
+}
+
+static inline void SFX(sigmoid_row)(REAL *restrict x, int n)
+{
+    for (int j = 0; j < n; j++) x[j] = SIGMOID(x[j]);
+}
+
+static inline void SFX(tanh_row)(REAL *restrict x, int n)
+{
+    for (int j = 0; j < n; j++) x[j] = TANH(x[j]);
+}
+
+/* An invalid row in forward: the state is carried over, the output is zero. */
+static inline void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
+                                  REAL *restrict y)
+{
+    SFX(copy_row)(h, h_prev, H);
+    SFX(zero_row)(y, H);
+}
+
+#endif
