@@ -16,9 +16,10 @@ from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
                                         panels_ptr, product, product_panels, step_matmul,
                                         step_panels)
-from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
-                                    init_scan, input_gradient_products, input_projection,
-                                    lengths_from, lengths_ptr, run_scan)
+from fastrnn._kernels.scan cimport (Scan, Stop, add_operand, at, bias_ptr, check_backward,
+                                    check_forward, copy_state, init_scan,
+                                    input_gradient_products, input_projection, lengths_from,
+                                    lengths_ptr, run_scan, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -48,7 +49,8 @@ cdef struct GruWork:
     void *dh      # (B, H)
 
 
-cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nogil:
+cdef void forward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *gates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *b_ih = <const floating *>w.b_ih
@@ -59,6 +61,8 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
     cdef floating *y = <floating *>w.y
     cdef floating *hproj = <floating *>w.hproj + <int64_t>b0 * G
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         if w.reset_after:
             # hproj[rows] = hs[t + rev, rows] @ w_hh.T
@@ -80,7 +84,8 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
                                &y[at(t, b0, B, H)])
 
 
-cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept nogil:
+cdef void backward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dgates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *gates = <const floating *>w.gates
@@ -91,6 +96,8 @@ cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept n
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     cdef floating *drh = <floating *>w.drh + <int64_t>b0 * H
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         if w.reset_after:
             gru_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], &hn[at(t, b0, B, H)],
@@ -110,25 +117,27 @@ cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept n
             step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <double *>w.gates)
     else:
-        forward_rows(w, b0, b1, <float *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <float *>w.gates)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dgates)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
-    cdef object x, w_ih, w_hh, lengths, gates, hs, hn_or_rh
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and the
+    sizes they were checked against."""
+    cdef object x, w_ih, w_hh, lengths, gates, hs, hn_or_rh, dtype
+    cdef int64_t T, B, D, H
     cdef bint reverse, reset_after
 
 
@@ -143,8 +152,13 @@ cdef void init_work(GruWork *w, bint is_double, int T, int B, int H, bint revers
 def forward(x, state0, params, lengths, reverse, reset_after=True):
     """GRU forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
+    argument is checked against the weights' sizes first (TypeError/ValueError)."""
     cdef _Cache cache = _Cache.__new__(_Cache)
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+    cache.dtype, cache.T, cache.B, cache.D, cache.H, _ = check_forward(
+        "GRU", x, state0, 1, params, lengths, (3,))
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
                                      params["b_hh"], lengths, reverse, reset_after, cache)
@@ -159,7 +173,8 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                     const floating[::1] b_ih, const floating[::1] b_hh,
                     const int64_t[::1] lengths, bint reverse, bint reset_after, _Cache cache):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 3 * H
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = 3 * H
+    cdef int64_t rows = T * B
     cdef int rev = reverse
     cdef GruWork work
     cdef Scan scan
@@ -177,7 +192,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
     cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype)
     cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
+    cdef floating[::1] panels_ih = product_panels(rows, D, G, dtype)
 
     init_scan(&scan, floating is double, True, B, forward_part, &work)
     init_work(&work, floating is double, T, B, H, reverse, reset_after, lengths_ptr(lengths))
@@ -193,11 +208,11 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
     work.gates, work.hs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &y[0, 0, 0]
     # gates = x @ w_ih.T
-    input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
+    input_projection(&scan.products, rows, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
                      panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    run_scan(&scan, rows * G * (D + H))
     copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
     cache.x, cache.w_ih, cache.w_hh = x.base, w_ih.base, w_hh.base
     cache.lengths = None if lengths is None else lengths.base
@@ -209,8 +224,14 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 def backward(dy, dstate_n, cache, grads):
     """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
+    argument is checked against the sizes of the forward call first (TypeError/ValueError)."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache must be what this module's forward returned, got "
+                        f"{type(cache).__name__}")
     cdef _Cache c = cache
+    check_backward("GRU", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, c.lengths), c.dtype,
+                   c.T, c.B, c.D, c.H, 3 * c.H)
     if dy.dtype == np.float32:
         return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
                                 c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
@@ -227,9 +248,9 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, :, ::1] hn_or_rh, bint reverse, bint reset_after,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
                      floating[::1] db_hh):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
+    cdef int64_t rows = T * B
     cdef int rev = reverse
-    cdef int64_t rows = <int64_t>T * B
     cdef GruWork work
     cdef Scan scan
     cdef Products *products = &scan.products
@@ -247,8 +268,8 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype)
     cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
     # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
-    cdef floating[::1] panels_ih = product_panels(T * B, 2 * H if reset_after else G, D, dtype)
-    cdef floating[::1] panels_n_ih = product_panels(T * B, H, D, dtype) if reset_after else None
+    cdef floating[::1] panels_ih = product_panels(rows, 2 * H if reset_after else G, D, dtype)
+    cdef floating[::1] panels_n_ih = product_panels(rows, H, D, dtype) if reset_after else None
 
     init_scan(&scan, floating is double, False, B, backward_part, &work)
     init_work(&work, floating is double, T, B, H, reverse, reset_after, lengths_ptr(lengths))
@@ -265,19 +286,19 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     work.dgates, work.dh = &dgates[0, 0, 0], &dh[0, 0]
     if reset_after:
         # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
-        product(products, False, False, T * B, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,
+        product(products, False, False, rows, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,
                 False, &dx[0, 0, 0], D)
         pack_last(products, panels_ptr(panels_ih))
-        product(products, False, False, T * B, D, H, &dn[0, 0, 0], H, &w_ih[2 * H, 0], D, True,
+        product(products, False, False, rows, D, H, &dn[0, 0, 0], H, &w_ih[2 * H, 0], D, True,
                 &dx[0, 0, 0], D)
         pack_last(products, panels_ptr(panels_n_ih))
         # dw_ih[:2H] += dgates[..., :2H].T @ x; dw_ih[2H:] += dn.T @ x
-        product(products, True, False, 2 * H, D, T * B, &dgates[0, 0, 0], G, &x[0, 0, 0], D,
+        product(products, True, False, 2 * H, D, rows, &dgates[0, 0, 0], G, &x[0, 0, 0], D,
                 True, &dw_ih[0, 0], D)
-        product(products, True, False, H, D, T * B, &dn[0, 0, 0], H, &x[0, 0, 0], D, True,
+        product(products, True, False, H, D, rows, &dn[0, 0, 0], H, &x[0, 0, 0], D, True,
                 &dw_ih[2 * H, 0], D)
         # dw_hh += dgates.T @ hs[rev:rev + T]
-        product(products, True, False, G, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+        product(products, True, False, G, H, rows, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
                 True, &dw_hh[0, 0], H)
         if db_ih is not None:
             # dbias = dgates.sum((0, 1)); dbias_n = dn.sum((0, 1))
@@ -285,12 +306,12 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
             column_sum(products, rows, H, &dn[0, 0, 0], H, &dbias_n[0, 0])
     else:
         # dx = dgates @ w_ih; dw_ih += dgates.T @ x
-        input_gradient_products(products, T * B, D, G, &dgates[0, 0, 0], &w_ih[0, 0],
+        input_gradient_products(products, rows, D, G, &dgates[0, 0, 0], &w_ih[0, 0],
                                 &x[0, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], panels_ptr(panels_ih))
         # dw_hh[:2H] += dgates[..., :2H].T @ hs[rev:rev + T]; dw_hh[2H:] += dgates[..., 2H:].T @ rh
-        product(products, True, False, 2 * H, H, T * B, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
+        product(products, True, False, 2 * H, H, rows, &dgates[0, 0, 0], G, &hs[rev, 0, 0], H,
                 True, &dw_hh[0, 0], H)
-        product(products, True, False, H, H, T * B, &dgates[0, 0, 2 * H], G,
+        product(products, True, False, H, H, rows, &dgates[0, 0, 2 * H], G,
                 &hn_or_rh[0, 0, 0], H, True, &dw_hh[2 * H, 0], H)
         if db_ih is not None:
             # dbias = dgates.sum((0, 1))

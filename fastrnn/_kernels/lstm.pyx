@@ -14,9 +14,10 @@ from libc.string cimport memset
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels,
                                         step_matmul, step_panels)
-from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
+from fastrnn._kernels.scan cimport (Scan, Stop, add_operand, at, bias_ptr, check_array,
+                                    check_backward, check_forward, copy_state,
                                     gate_gradient_products, init_scan, input_projection,
-                                    lengths_from, lengths_ptr, run_scan)
+                                    lengths_from, lengths_ptr, run_scan, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -42,13 +43,16 @@ cdef struct LstmWork:
     double *dpeep        # (MAX_PARTS, P*H) accumulators, one per thread, or NULL
 
 
-cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
+cdef void forward_rows(LstmWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *gates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef floating *hs = <floating *>w.hs
     cdef floating *cs = <floating *>w.cs
     cdef floating *y = <floating *>w.y
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
         step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1, &gates[at(t, b0, B, G)], G)
@@ -59,7 +63,8 @@ cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept no
                           &cs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
 
 
-cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
+cdef void backward_rows(LstmWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dgates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *gates = <const floating *>w.gates
@@ -69,6 +74,8 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
     cdef floating *dc = <floating *>w.dc + <int64_t>b0 * H
     cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * w.P * H
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         lstm_backward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
                            &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
@@ -78,25 +85,27 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
         step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef LstmWork *w = <LstmWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <double *>w.gates)
     else:
-        forward_rows(w, b0, b1, <float *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <float *>w.gates)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef LstmWork *w = <LstmWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, part, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, part, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dgates)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
-    cdef object x, w_ih, w_hh, w_peep, lengths, gates, hs, cs
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and the
+    sizes they were checked against."""
+    cdef object x, w_ih, w_hh, w_peep, lengths, gates, hs, cs, dtype
+    cdef int64_t T, B, D, H, G
     cdef bint reverse
 
 
@@ -104,13 +113,17 @@ def forward(x, state0, params, lengths, reverse):
     """LSTM forward over one direction of one layer -> (y, (h_n, c_n), cache).
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); the
-    cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H))."""
-    w_hh = params["w_hh"]
-    H = w_hh.shape[1]
-    w_peep = params["w_peep"]
+    cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H)). Every argument
+    is checked against the weights' sizes first (TypeError/ValueError)."""
     cdef _Cache cache = _Cache.__new__(_Cache)
+    cache.dtype, cache.T, cache.B, cache.D, cache.H, cache.G = check_forward(
+        "LSTM", x, state0, 2, params, lengths, (4, 3))
+    w_hh = params["w_hh"]
+    peephole_shape = (cache.G // cache.H - 1, cache.H)
+    w_peep = params.get("w_peep")
     if w_peep is None:
-        w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
+        w_peep = np.zeros(peephole_shape, cache.dtype)
+    check_array("params['w_peep']", w_peep, cache.dtype, peephole_shape)
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], state0[1], params["w_ih"], w_hh,
                                      params["b_ih"], params["b_hh"], w_peep, lengths, reverse,
@@ -127,7 +140,8 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                     const floating[:, ::1] w_hh, const floating[::1] b_ih,
                     const floating[::1] b_hh, const floating[:, ::1] w_peep,
                     const int64_t[::1] lengths, bint reverse, _Cache cache):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = w_ih.shape[0]
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1]
+    cdef int64_t G = w_ih.shape[0], rows = T * B
     cdef int rev = reverse
     cdef LstmWork work
     cdef Scan scan
@@ -142,7 +156,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
     cdef floating[::1] panels = step_panels(H, G, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
+    cdef floating[::1] panels_ih = product_panels(rows, D, G, dtype)
 
     memset(&work, 0, sizeof(LstmWork))
     init_scan(&scan, floating is double, True, B, forward_part, &work)
@@ -155,12 +169,12 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
     work.gates, work.hs, work.cs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &y[0, 0, 0]
     # gates = x @ w_ih.T
-    input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
+    input_projection(&scan.products, rows, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
                      panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
     copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    run_scan(&scan, rows * G * (D + H))
     copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
     copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
     cache.x, cache.w_ih, cache.w_hh, cache.w_peep = x.base, w_ih.base, w_hh.base, w_peep.base
@@ -172,15 +186,25 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 def backward(dy, dstate_n, cache, grads):
     """LSTM backward through one forward call -> (dx, (dh0, dc0)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
+    argument is checked against the sizes of the forward call first (TypeError/ValueError)."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache must be what this module's forward returned, got "
+                        f"{type(cache).__name__}")
     cdef _Cache c = cache
+    check_backward("LSTM", dy, dstate_n, 2, grads, (c.x, c.w_ih, c.w_hh, c.lengths), c.dtype,
+                   c.T, c.B, c.D, c.H, c.G)
+    peephole_shape = (c.G // c.H - 1, c.H)
+    check_array("params['w_peep'] (kept from forward)", c.w_peep, c.dtype, peephole_shape)
+    if grads.get("w_peep") is not None:
+        check_array("grads['w_peep']", grads["w_peep"], c.dtype, peephole_shape, True)
     if dy.dtype == np.float32:
         return _backward[float](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
                                 c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
-                                grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+                                grads["w_hh"], grads["b_ih"], grads["b_hh"], grads.get("w_peep"))
     return _backward[double](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
                              c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
-                             grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+                             grads["w_hh"], grads["b_ih"], grads["b_hh"], grads.get("w_peep"))
 
 
 cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
@@ -191,7 +215,8 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, :, ::1] cs, bint reverse,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
                      floating[::1] db_hh, floating[:, ::1] dw_peep):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = w_ih.shape[0]
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2]
+    cdef int64_t G = w_ih.shape[0], rows = T * B
     cdef int P = w_peep.shape[0], rev = reverse, part
     cdef LstmWork work
     cdef Scan scan
@@ -205,7 +230,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, P * H))  # one accumulator per thread
     cdef floating[::1] panels = step_panels(G, H, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, G, D, dtype)
+    cdef floating[::1] panels_ih = product_panels(rows, G, D, dtype)
 
     memset(&work, 0, sizeof(LstmWork))
     init_scan(&scan, floating is double, False, B, backward_part, &work)
@@ -220,13 +245,13 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
     # dx = dgates @ w_ih; dw_ih += dgates.T @ x; dw_hh += dgates.T @ hs[rev:rev + T];
     # dbias = dgates.sum((0, 1))
-    gate_gradient_products(&scan.products, T * B, D, H, G, &dgates[0, 0, 0], &w_ih[0, 0],
+    gate_gradient_products(&scan.products, rows, D, H, G, &dgates[0, 0, 0], &w_ih[0, 0],
                            &x[0, 0, 0], &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
                            NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
     copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    run_scan(&scan, rows * G * (D + H))
     if db_ih is not None:
         add_to(&db_ih[0], &dbias[0, 0], G)
         add_to(&db_hh[0], &dbias[0, 0], G)

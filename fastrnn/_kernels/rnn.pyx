@@ -14,9 +14,10 @@ from libc.string cimport memset
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
                                         step_panels)
-from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
-                                    gate_gradient_products, init_scan, input_projection,
-                                    lengths_from, lengths_ptr, run_scan)
+from fastrnn._kernels.scan cimport (Scan, Stop, add_operand, at, bias_ptr, copy_state,
+                                    check_backward, check_forward, gate_gradient_products,
+                                    init_scan, input_projection, lengths_from, lengths_ptr,
+                                    run_scan, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -36,11 +37,14 @@ cdef struct RnnWork:
     void *dh             # (B, H)
 
 
-cdef void forward_rows(RnnWork *w, int b0, int b1, floating *hs) noexcept nogil:
+cdef void forward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *hs) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef floating *y = <floating *>w.y
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         # hs[t + 1 - rev, rows] += hs[t + rev, rows] @ w_hh.T
         step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1,
@@ -50,13 +54,16 @@ cdef void forward_rows(RnnWork *w, int b0, int b1, floating *hs) noexcept nogil:
                          &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
 
 
-cdef void backward_rows(RnnWork *w, int b0, int b1, floating *dpre) noexcept nogil:
+cdef void backward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dpre) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *hs = <const floating *>w.hs
     cdef const floating *dy = <const floating *>w.dy
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         rnn_backward_step(rows, H, t, lengths, w.relu, &hs[at(t + 1 - rev, b0, B, H)],
                           &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
@@ -64,34 +71,41 @@ cdef void backward_rows(RnnWork *w, int b0, int b1, floating *dpre) noexcept nog
         step_matmul(w.w_hh, rows, &dpre[at(t, b0, B, H)], H, 1, dh, H)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.hs)
+        forward_rows(w, b0, b1, part, stop, <double *>w.hs)
     else:
-        forward_rows(w, b0, b1, <float *>w.hs)
+        forward_rows(w, b0, b1, part, stop, <float *>w.hs)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dpre)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dpre)
     else:
-        backward_rows(w, b0, b1, <float *>w.dpre)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dpre)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
-    cdef object x, w_ih, w_hh, lengths, hs
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and the
+    sizes they were checked against."""
+    cdef object x, w_ih, w_hh, lengths, hs, dtype
+    cdef int64_t T, B, D, H
     cdef bint reverse, relu
 
 
 def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
     """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
+    argument is checked against the weights' sizes first (TypeError/ValueError)."""
     cdef _Cache cache = _Cache.__new__(_Cache)
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     relu = nonlinearity == "relu"
+    cache.dtype, cache.T, cache.B, cache.D, cache.H, _ = check_forward(
+        "Elman RNN", x, state0, 1, params, lengths, (1,))
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
                                      params["b_hh"], lengths, reverse, relu, cache)
@@ -106,7 +120,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
                     const floating[::1] b_ih, const floating[::1] b_hh,
                     const int64_t[::1] lengths, bint reverse, bint relu, _Cache cache):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1]
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], rows = T * B
     cdef int rev = reverse
     cdef RnnWork work
     cdef Scan scan
@@ -118,7 +132,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[:, :, ::1] hs = hs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array
     cdef floating[::1] panels = step_panels(H, H, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, D, H, dtype)
+    cdef floating[::1] panels_ih = product_panels(rows, D, H, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
     init_scan(&scan, floating is double, True, B, forward_part, &work)
@@ -129,11 +143,11 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
     work.hs, work.y = &hs[0, 0, 0], &y[0, 0, 0]
     # hs[1 - rev:T + 1 - rev] = x @ w_ih.T
-    input_projection(&scan.products, T * B, D, H, &x[0, 0, 0], &w_ih[0, 0], &hs[1 - rev, 0, 0],
+    input_projection(&scan.products, rows, D, H, &x[0, 0, 0], &w_ih[0, 0], &hs[1 - rev, 0, 0],
                      H, panels_ptr(panels_ih))
 
     copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * H * (D + H))
+    run_scan(&scan, rows * H * (D + H))
     copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
     cache.x, cache.w_ih, cache.w_hh = x.base, w_ih.base, w_hh.base
     cache.lengths = None if lengths is None else lengths.base
@@ -144,8 +158,14 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 def backward(dy, dstate_n, cache, grads):
     """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
+    argument is checked against the sizes of the forward call first (TypeError/ValueError)."""
+    if not isinstance(cache, _Cache):
+        raise TypeError(f"cache must be what this module's forward returned, got "
+                        f"{type(cache).__name__}")
     cdef _Cache c = cache
+    check_backward("Elman RNN", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, c.lengths), c.dtype,
+                   c.T, c.B, c.D, c.H, c.H)
     if dy.dtype == np.float32:
         return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs, c.reverse,
                                 c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"],
@@ -160,7 +180,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, :, ::1] hs, bint reverse, bint relu,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
                      floating[::1] db_hh):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2]
+    cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], rows = T * B
     cdef int rev = reverse
     cdef RnnWork work
     cdef Scan scan
@@ -172,7 +192,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, ::1] dh = dh_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, H))  # see ColumnSum
     cdef floating[::1] panels = step_panels(H, H, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, H, D, dtype)
+    cdef floating[::1] panels_ih = product_panels(rows, H, D, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
     init_scan(&scan, floating is double, False, B, backward_part, &work)
@@ -184,12 +204,12 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     work.dpre, work.dh = &dpre[0, 0, 0], &dh[0, 0]
     # dx = dpre @ w_ih; dw_ih += dpre.T @ x; dw_hh += dpre.T @ hs[rev:rev + T];
     # dbias = dpre.sum((0, 1))
-    gate_gradient_products(&scan.products, T * B, D, H, H, &dpre[0, 0, 0], &w_ih[0, 0],
+    gate_gradient_products(&scan.products, rows, D, H, H, &dpre[0, 0, 0], &w_ih[0, 0],
                            &x[0, 0, 0], &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
                            NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
 
     copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * H * (D + H))
+    run_scan(&scan, rows * H * (D + H))
     if db_ih is not None:
         add_to(&db_ih[0], &dbias[0, 0], H)
         add_to(&db_hh[0], &dbias[0, 0], H)

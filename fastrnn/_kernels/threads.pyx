@@ -105,13 +105,25 @@ cdef int _helpers_started = 1  # _helpers[1 .. _helpers_started - 1] are running
 cdef bint _helpers_taken = False  # changed only with the GIL held
 
 
-def _forget_helpers():
-    """In the child of a fork: the helpers were not copied into it (the child starts its own)."""
-    global _helpers_started, _helpers_taken
+def _after_fork_in_child():
+    """In the child of a fork: the helpers were not copied into it (the child starts its own),
+    nor were the threads of the passes then running, which will not end there: the child has no
+    pass running, and gets back the BLAS thread setting that those passes had replaced."""
+    global _helpers_started, _helpers_taken, _passes_running
     _helpers_started, _helpers_taken = 1, False
+    if _passes_running > 0 and _blas_set_threads != NULL:
+        _blas_set_threads(_blas_threads)
+    _passes_running = 0
 
 
-os.register_at_fork(after_in_child=_forget_helpers)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _blas_thread_count():
+    """The thread count of the BLAS behind cython_blas now, or None when it cannot be read."""
+    if _blas_get_threads == NULL:
+        return None
+    return _blas_get_threads()
 
 
 cdef void acquire(PyThread_type_lock lock) noexcept nogil:
