@@ -135,6 +135,10 @@ class RecurrentLayer(Module):
         if steps == 0 or batch == 0:
             raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
         lengths = _check_lengths(lengths, steps, batch)
+        if lengths is not None:
+            # Whatever the padding holds (NaN, inf) must not matter: the weight gradient sums
+            # x over every step, so 0 * NaN there would poison it. x is our copy.
+            x[_padding(lengths, steps)] = 0
         states = self._check_state("state", state, batch, copy=True)
 
         dirs, hidden = self.num_directions, self.hidden_size
@@ -164,7 +168,7 @@ class RecurrentLayer(Module):
             layer_caches.append(caches)
 
         # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if is_grad_enabled() else None
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
@@ -173,12 +177,14 @@ class RecurrentLayer(Module):
     def backward(self, dy, dstate=None):
         """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape = self._cached()
+        layer_caches, masks, batch, y_shape, lengths = self._cached()
         expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
         if self.batch_first:
             dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
         dstates = self._check_state("dstate", dstate, batch)
+        if lengths is not None:
+            dy = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy)  # see forward
         self._cache = None
 
         dirs, hidden = self.num_directions, self.hidden_size
@@ -242,6 +248,11 @@ def _check_dropout(dropout):
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     return float(dropout)
+
+
+def _padding(lengths, steps):
+    """(T, B) bool, True at the steps past each sequence's length."""
+    return np.arange(steps)[:, None] >= lengths[None, :]
 
 
 def _check_lengths(lengths, steps, batch):
