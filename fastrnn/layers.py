@@ -1,6 +1,7 @@
 """The public recurrent layers: each names its cell and options; `_layer` does the rest."""
 import numpy as np
 
+from ._checks import choice, flag
 from ._layer import RecurrentLayer
 
 
@@ -17,8 +18,6 @@ class LSTM(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, peephole=False, dtype=np.float32,
                  backend="auto", seed=None):
-        if not isinstance(peephole, (bool, np.bool_)):
-            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
                          dtype=dtype, backend=backend, seed=seed)
@@ -37,11 +36,9 @@ class GRU(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, reset_after=True, dtype=np.float32,
                  backend="auto", seed=None):
-        if not isinstance(reset_after, (bool, np.bool_)):
-            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
-                         backend=backend, seed=seed, reset_after=bool(reset_after))
+                         backend=backend, seed=seed, reset_after=flag("reset_after", reset_after))
 
 
 class RNN(RecurrentLayer):
@@ -56,8 +53,7 @@ class RNN(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", dtype=np.float32,
                  backend="auto", seed=None):
-        if nonlinearity not in ("tanh", "relu"):
-            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
                          backend=backend, seed=seed, nonlinearity=nonlinearity)
