@@ -10,17 +10,10 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 import fastrnn
+from test_layers import CELLS  # cell name -> (class, options), as the layer tests name them
 
 BACKENDS = fastrnn.available_backends()
 DTYPES = [np.float32, np.float64]
-CELLS = {
-    "lstm": (fastrnn.LSTM, {}),
-    "lstm_peephole": (fastrnn.LSTM, {"peephole": True}),
-    "gru": (fastrnn.GRU, {}),
-    "gru_reset_before": (fastrnn.GRU, {"reset_after": False}),
-    "rnn_tanh": (fastrnn.RNN, {}),
-    "rnn_relu": (fastrnn.RNN, {"nonlinearity": "relu"}),
-}
 
 
 def tolerance(dtype):
