@@ -274,10 +274,11 @@ def test_arrays_reshaped_or_reviewed_in_place_are_refused(change, kind, backend)
 
 # -- threads (item 12) ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_one_layer_trained_from_several_threads_gives_each_its_own_results(backend):
+def test_one_layer_trained_from_several_threads_gives_each_its_own_results(backend, dtype):
     threads, rounds = 4, 6
-    layer = make("lstm", backend, np.float64, input_size=5, hidden_size=16, num_layers=2, bidirectional=True)
+    layer = make("lstm", backend, dtype, input_size=5, hidden_size=16, num_layers=2, bidirectional=True)
     data = [inputs(layer, steps=12, batch=4, seed=seed) for seed in range(threads)]
     expected = []
     for x, dy in data:
@@ -310,9 +311,13 @@ def test_one_layer_trained_from_several_threads_gives_each_its_own_results(backe
     for index in range(threads):
         assert len(results[index]) == rounds
         for dx in results[index]:
-            assert_allclose(dx, expected[index], **tolerance(np.float64))
+            assert_allclose(dx, expected[index], **tolerance(dtype))
+    # The threads' gradients add up in the order the threads ran: equal up to rounding, which
+    # in float32 is relative to the largest gradient (the sums cancel).
+    rtol = tolerance(dtype)["rtol"]
     for name, grad in layer.grads.items():
-        assert_allclose(grad, rounds * grads_once[name], err_msg=name, **tolerance(np.float64))
+        want = rounds * grads_once[name]
+        assert_allclose(grad, want, rtol=rtol, atol=4 * rtol * np.abs(want).max(), err_msg=name)
 
 
 def test_backward_pairs_with_the_forward_of_its_own_thread():
