@@ -30,7 +30,7 @@ CELLS = [
 NAN_SAFE_CELLS = CELLS[:-1]
 SCALES = (1e-30, 1e-3, 1.0, 1e3, 1e30)  # magnitudes of x, state and dy: tiny to saturating
 LAYOUTS = ("contiguous", "strided", "read-only", "other-float", "nested-list")
-FUZZ = settings(max_examples=200, deadline=None, database=None,
+FUZZ = settings(max_examples=120, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
