@@ -73,7 +73,9 @@ class LoadWatch:
         self.start_own = own_cpu_seconds()
 
     def measure(self):
-        """A dict of what the machine did since construction (see `report` for the keys' meaning)."""
+        """What the machine did since construction: cores, wall_seconds, load_average_before and
+        _after (1 minute), other_cores_busy, own_cores_busy and steal_cores (cores busy on average,
+        where /proc/stat exists) and calibration_ms ([before, after])."""
         wall = time.perf_counter() - self.start_wall
         figures = {"cores": self.cores, "wall_seconds": wall, "load_average_before": self.load_before,
                    "load_average_after": _load_average()}
@@ -88,32 +90,36 @@ class LoadWatch:
         return figures
 
     def report(self):
-        """(figures, lines): the dict of `measure` and the lines to print, a warning among them
-        when the machine was too busy for the figures to mean much."""
+        """(figures, lines): the dict of `measure` with "busy_warning" added, and `describe`'s lines."""
         figures = self.measure()
-        lines = []
-        load = figures["load_average_before"], figures["load_average_after"]
-        if None not in load:
-            lines.append(f"load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after, "
-                         f"on {self.cores} cores")
-        reasons = []
-        if "other_cores_busy" in figures:
-            lines.append(f"other processes used {figures['other_cores_busy']:.2f} of {self.cores} cores "
-                         f"on average during the run (this one {figures['own_cores_busy']:.2f}, "
-                         f"steal {figures['steal_cores']:.2f})")
-            if figures["other_cores_busy"] + figures["steal_cores"] > BUSY_SHARE * self.cores:
-                taken = figures["other_cores_busy"] + figures["steal_cores"]
-                reasons.append(f"other processes and steal took {taken:.2f} cores (limit {BUSY_SHARE * self.cores:.2f})")
-        before, after = figures["calibration_ms"]
-        spread = max(before, after) / min(before, after)
-        lines.append(f"calibration loop {before:.1f} ms before, {after:.1f} ms after ({spread:.2f}x)")
-        if spread > CALIBRATION_SPREAD:
-            reasons.append(f"the calibration loop's timings differ by {spread:.2f}x "
-                           f"(limit {CALIBRATION_SPREAD}x)")
-        figures["busy_warning"] = "; ".join(reasons) or None
-        if reasons:
-            lines.append("WARNING: the machine was busy, these figures may mean little: " + "; ".join(reasons))
+        warning, lines = describe(figures)
+        figures["busy_warning"] = warning
         return figures, lines
+
+
+def describe(figures):
+    """(warning or None, lines to print) for the figures of `LoadWatch.measure`: the warning says
+    which test found the machine too busy for the figures to mean much."""
+    cores = figures["cores"]
+    lines, reasons = [], []
+    load = figures["load_average_before"], figures["load_average_after"]
+    if None not in load:
+        lines.append(f"load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after, on {cores} cores")
+    if "other_cores_busy" in figures:
+        lines.append(f"other processes used {figures['other_cores_busy']:.2f} of {cores} cores on average "
+                     f"during the run (this one {figures['own_cores_busy']:.2f}, steal {figures['steal_cores']:.2f})")
+        taken = figures["other_cores_busy"] + figures["steal_cores"]
+        if taken > BUSY_SHARE * cores:
+            reasons.append(f"other processes and steal took {taken:.2f} cores (limit {BUSY_SHARE * cores:.2f})")
+    before, after = figures["calibration_ms"]
+    spread = max(before, after) / min(before, after)
+    lines.append(f"calibration loop {before:.1f} ms before, {after:.1f} ms after ({spread:.2f}x)")
+    if spread > CALIBRATION_SPREAD:
+        reasons.append(f"the calibration loop's timings differ by {spread:.2f}x (limit {CALIBRATION_SPREAD}x)")
+    warning = "; ".join(reasons) or None
+    if warning:
+        lines.append("WARNING: the machine was busy, these figures may mean little: " + warning)
+    return warning, lines
 
 
 def _load_average():

@@ -15,12 +15,13 @@ isolated pass belong to the pass; any other thread that takes more than FOREIGN_
 mixed pass's wall time holds a core the pass could have used, and is named in the table: the
 threads were labelled first by running NumPy's and SciPy's BLAS and a cython pass alone.
 """
+import textwrap
 import time
 
 import numpy as np
 
 import fastrnn
-from .bench import _fastrnn_pass, key_figure, measure, percent, print_header, settings, table_header, table_row
+from .bench import WIDTH, _fastrnn_pass, key_figure, measure, percent, print_header, settings, table_header, table_row
 from .bench_machine import cpu_during, label_threads
 
 MATMUL_SIZE = 512
@@ -86,7 +87,8 @@ def run_mixed(args):
         np.dot(a, b)
 
     labels = label_threads(matmul_probes(a, b))
-    print("threads: " + ", ".join(f"{thread} {label}" for thread, label in sorted(labels.items())))
+    print(textwrap.fill("threads: " + ", ".join(f"{thread} {label}" for thread, label in sorted(labels.items())),
+                        WIDTH, subsequent_indent="  "))
     print(f"forward+backward, times in ms; mixed: after a {MATMUL_SIZE}x{MATMUL_SIZE} np.dot; 1-thr: mixed, "
           "BLAS on 1 thread")
     print(f"foreign: threads outside the pass running > {FOREIGN_SHARE:.0%} of the mixed pass's time")
