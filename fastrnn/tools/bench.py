@@ -335,8 +335,7 @@ def run_kernels(args):
                                              ("torch", torch is not None), ("jax", jax is not None)) if present]
     columns = kernel_columns(contenders)
     print("times in ms; x PEER: PEER's time over cython's")
-    for line in table_header(columns):
-        print(line)
+    print_table_header(columns)
     results = []
     for cell in args.cells:
         for mode in MODES:
@@ -408,11 +407,12 @@ def key_figure(key, fmt=figure):
     return lambda row: fmt(row[key]) if key in row else None
 
 
-def table_header(columns):
-    """The header line and its rule for `columns`, a list of (title, width, row -> text or None);
-    a negative width left-aligns the column."""
+def print_table_header(columns):
+    """Print the header line and its rule for `columns`, a list of (title, width, row -> text or
+    None); a negative width left-aligns the column."""
     header = " ".join(_aligned(title, width) for title, width, _ in columns).rstrip()
-    return [header, "-" * len(header)]
+    print(header)
+    print("-" * len(header))
 
 
 def table_row(columns, row):

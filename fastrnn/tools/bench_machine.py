@@ -8,8 +8,8 @@ things and prints a warning when either says the machine was busy:
 - a fixed single-threaded calibration loop timed before and after the run: when the slower of
   the two takes much longer than the faster, the machine's speed changed under the figures.
 
-The mixed bench also needs the CPU time of each of this process's threads
-(/proc/self/task/*/schedstat, in nanoseconds), to tell which threads run while a pass runs.
+The mixed bench also needs the CPU time of each of this process's threads (listed in
+/proc/self/task, read from their CPU clocks), to tell which threads run while a pass runs.
 """
 import os
 import threading
@@ -134,31 +134,34 @@ def _load_average():
 
 def thread_cpu_ns():
     """{thread id: CPU nanoseconds used so far} for every thread of this process ({} where /proc is
-    missing); from schedstat when the kernel keeps it, else from stat's clock ticks."""
+    missing)."""
     try:
-        thread_ids = os.listdir("/proc/self/task")
+        thread_ids = [int(name) for name in os.listdir("/proc/self/task")]
     except OSError:
         return {}
     times = {}
     for thread_id in thread_ids:
-        try:
-            with open(f"/proc/self/task/{thread_id}/schedstat", encoding="ascii") as file:
-                times[int(thread_id)] = int(file.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            ticks = _stat_ticks(thread_id)
-            if ticks is not None:
-                times[int(thread_id)] = ticks * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        value = _thread_clock_ns(thread_id)
+        if value is not None:
+            times[thread_id] = value
     return times
 
 
-def _stat_ticks(thread_id):
+def _thread_clock_ns(thread_id):
+    """The thread's CPU clock (Linux's clock id for a thread of this process: the id's complement
+    shifted by 3, with CPUCLOCK_PERTHREAD | CPUCLOCK_SCHED), which unlike /proc's counters includes
+    the time since the thread was last scheduled; /proc/self/task/ID/stat's ticks elsewhere."""
+    try:
+        return time.clock_gettime_ns((~thread_id << 3) | 6)
+    except (OSError, AttributeError, OverflowError):
+        pass
     try:
         with open(f"/proc/self/task/{thread_id}/stat", encoding="ascii") as file:
             fields = file.read().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return None
+        return None  # the thread ended
     # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15.
-    return int(fields[11]) + int(fields[12])
+    return (int(fields[11]) + int(fields[12])) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 def cpu_during(fn, calls, before=None):

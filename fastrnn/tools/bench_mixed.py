@@ -10,18 +10,19 @@ forward+backward pass three ways, interleaved:
              also limits fastrnn's kernels, as they follow the BLAS setting.
 
 Then, untimed, the pass runs again isolated and mixed while the CPU time of every thread of the
-process is read around each call (/proc/self/task/*/schedstat). Threads that work during the
-isolated pass belong to the pass; any other thread that takes more than FOREIGN_SHARE of the
+process is read around each call (their CPU clocks). Threads that work during the
+isolated pass, and the main thread, belong to the pass; any other thread that takes more than FOREIGN_SHARE of the
 mixed pass's wall time holds a core the pass could have used, and is named in the table: the
 threads were labelled first by running NumPy's and SciPy's BLAS and a cython pass alone.
 """
 import textwrap
+import threading
 import time
 
 import numpy as np
 
 import fastrnn
-from .bench import WIDTH, _fastrnn_pass, key_figure, measure, percent, print_header, settings, table_header, table_row
+from .bench import WIDTH, _fastrnn_pass, key_figure, measure, percent, print_header, settings, print_table_header, table_row
 from .bench_machine import cpu_during, label_threads
 
 MATMUL_SIZE = 512
@@ -43,10 +44,12 @@ def timed(fn, before=None):
 
 def single_thread(fn):
     """`fn` run with every BLAS library limited to one thread, the setting restored after."""
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import ThreadpoolController
+
+    controller = ThreadpoolController()
 
     def call():
-        with threadpool_limits(limits=1, user_api="blas"):
+        with controller.limit(limits=1, user_api="blas"):
             return fn()
     return call
 
@@ -66,6 +69,7 @@ def foreign_threads(pass_fn, matmul, calls, labels):
     thread id, its label, its CPU milliseconds per pass and its share of the pass's wall time."""
     wall, used = cpu_during(pass_fn, calls)
     own = {thread for thread, seconds in used.items() if seconds > FOREIGN_SHARE * wall}
+    own.add(threading.get_native_id())
     wall, used = cpu_during(pass_fn, calls, before=matmul)
     return [{"thread": thread, "label": labels.get(thread, "other"), "cpu_ms": 1e3 * seconds / calls,
              "share": seconds / wall}
@@ -93,8 +97,7 @@ def run_mixed(args):
           "BLAS on 1 thread")
     print(f"foreign: threads outside the pass running > {FOREIGN_SHARE:.0%} of the mixed pass's time")
     columns = mixed_columns()
-    for line in table_header(columns):
-        print(line)
+    print_table_header(columns)
     results = []
     for cell in args.cells:
         for shape in shapes:

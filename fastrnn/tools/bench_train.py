@@ -21,7 +21,7 @@ import numpy as np
 import fastrnn
 from ..optim import Adam, merge
 from .bench import (blas_threads, gemm_rate, import_peer, key_figure, matmul_flops, measure, percent, print_header,
-                    table_header, table_row)
+                    print_table_header, settings, table_row)
 
 VOCAB = 96
 EMBED = 64
@@ -167,8 +167,7 @@ def thread_setting(threads, torch):
 
 def run_train(args):
     """The training-step table; returns the JSON summary."""
-    rounds = args.rounds or (3 if args.quick else 7)
-    budget = 0.05 if args.quick else 0.2
+    rounds, budget, _ = settings(args)
     models = args.models or MODELS
     torch = import_peer("torch", args.no_torch)
     default_threads = blas_threads()
@@ -185,12 +184,13 @@ def run_train(args):
     print("times in ms per step; x PEER: PEER's time over cython's; outside: the share of the cython step")
     print("outside the recurrent layer (its forward and backward timed inside the step)")
     columns = train_columns(contenders)
-    for line in table_header(columns):
-        print(line)
+    print_table_header(columns)
     steps_rows, results = [], []
+    counts = {}  # thread count -> setting, so that a limit equal to the default runs once
     for threads in args.threads:
+        counts.setdefault(threads or default_threads, threads)
+    for count, threads in counts.items():
         with thread_setting(threads, torch):
-            count = threads or default_threads
             for model in models:
                 row = measure_model(model, contenders, torch, rounds, budget, count, steps_rows)
                 if "cython_ms" in row:
