@@ -176,31 +176,35 @@ def run_train(args):
     contenders = [name for name in ("cython", "reference") if name in fastrnn.available_backends()
                   and not (name == "reference" and args.no_reference)]
     contenders += ["torch"] if torch is not None else []
-    rate = gemm_rate()
-    print_header(" --train", rounds, torch, rate=rate)
+    print_header(" --train", rounds, torch)
     print(f"step: Embedding({VOCAB}, {EMBED}) -> CELL x LAYERS (H) -> Linear(H, {VOCAB}) -> "
           "softmax_cross_entropy -> backward")
     print(f"  -> clip_grad_norm({CLIP:g}) -> Adam, T steps of B sequences; torch: the same model, same weights")
     print("times in ms per step; x PEER: PEER's time over cython's; outside: the share of the cython step")
-    print("outside the recurrent layer (its forward and backward timed inside the step)")
+    print("outside the recurrent layer (its forward and backward timed inside the step); GEMM %: the")
+    print("step's matrix-product FLOPs over NumPy's sgemm rate at the same thread count")
     columns = train_columns(contenders)
     print_table_header(columns)
     steps_rows, results = [], []
-    counts = {}  # thread count -> setting, so that a limit equal to the default runs once
+    rates, counts = {}, {}  # thread count -> setting, so that a limit equal to the default runs once
     for threads in args.threads:
         counts.setdefault(threads or default_threads, threads)
     for count, threads in counts.items():
         with thread_setting(threads, torch):
+            rates[count] = rate = gemm_rate()
             for model in models:
                 row = measure_model(model, contenders, torch, rounds, budget, count, steps_rows)
                 if "cython_ms" in row:
                     row["gemm_share"] = step_flops(model) / (row["cython_ms"] / 1e3) / rate
                 results.append(row)
                 print(table_row(columns, row), flush=True)
+    for count, rate in rates.items():
+        print(f"NumPy sgemm rate (2048^3) at {count} thread(s): {rate / 1e9:.1f} GFLOP/s")
     geomeans = geometric_means(results)
     for count, value in geomeans.items():
         print(f"geometric mean, torch's time over cython's, {count} thread(s): {value:.2f}x")
-    return {"gemm_rate_flops": rate, "rounds": rounds, "vocab": VOCAB, "embed": EMBED,
+    return {"gemm_rate_flops": {str(count): rate for count, rate in rates.items()}, "rounds": rounds,
+            "vocab": VOCAB, "embed": EMBED,
             "torch": getattr(torch, "__version__", None), "steps": steps_rows, "results": results,
             "geomean_vs_torch": {str(count): value for count, value in geomeans.items()}}
 
