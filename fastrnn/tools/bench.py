@@ -318,7 +318,7 @@ def settings(args):
     """(rounds, budget seconds per block of calls, shapes) of a kernel bench run."""
     rounds = args.rounds or (3 if args.quick else 7)
     shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
-    return rounds, (0.05 if args.quick else 0.2), shapes
+    return rounds, (0.03 if args.quick else 0.2), shapes
 
 
 def run_kernels(args):
