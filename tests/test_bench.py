@@ -131,6 +131,10 @@ def test_mixed_rows_have_isolated_mixed_and_single_thread_figures(tmp_path):
         for thread in row["foreign_threads"]:
             assert thread["share"] > 0.05 and thread["label"]
     assert "main thread" in summary["thread_labels"].values()
+    if "cython" in fastrnn.available_backends():
+        cython_rows = [row for row in rows if row["backend"] == "cython"]
+        not_slower = sum(row["mixed_ms"] <= row["single_ms"] for row in cython_rows)
+        assert f"cython rows: mixed <= 1-thr in {not_slower} of {len(cython_rows)};" in result.stdout
 
 
 def test_quick_table_fits_in_100_columns():

@@ -29,6 +29,7 @@ MATMUL_SIZE = 512
 # A thread outside the pass that runs for more than this share of the pass's wall time is shown.
 FOREIGN_SHARE = 0.05
 VARIANTS = ("isolated", "mixed", "single")
+ISOLATED_LIMIT = 1.15
 
 
 def timed(fn, before=None):
@@ -120,8 +121,21 @@ def run_mixed(args):
                 for thread in row["foreign_threads"]:
                     print(f"    thread {thread['thread']} ({thread['label']}) ran {thread['cpu_ms']:.3g} ms "
                           f"per mixed pass, {thread['share']:.0%} of its wall time")
+    cython_rows = [row for row in results if row["backend"] == "cython"]
+    if cython_rows:
+        print(target_summary(cython_rows))
     return {"rounds": rounds, "matmul_size": MATMUL_SIZE, "thread_labels": {str(k): v for k, v in labels.items()},
             "results": results}
+
+
+def target_summary(rows):
+    """One line: in how many rows the mixed pass was no slower than the 1-thread one, and within
+    ISOLATED_LIMIT of the isolated one where no foreign thread ran (issue 8's targets)."""
+    not_slower = sum(row["mixed_vs_single"] <= 1.0 for row in rows)
+    quiet = [row for row in rows if not row["foreign_threads"]]
+    close = sum(row["mixed_vs_isolated"] <= ISOLATED_LIMIT for row in quiet)
+    return (f"cython rows: mixed <= 1-thr in {not_slower} of {len(rows)}; mixed <= {ISOLATED_LIMIT}x isolated "
+            f"in {close} of {len(quiet)} without foreign threads")
 
 
 def mixed_columns():
