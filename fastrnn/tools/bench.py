@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import fastrnn
-from ._cli import name_list, positive_int, write_json
+from ._cli import name_list, output_problem, positive_int, write_json
 from .bench_machine import LoadWatch
 
 SHAPES = [(50, 1, 32, 32), (50, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256), (50, 64, 512, 512)]
@@ -292,6 +292,10 @@ def print_header(title, rounds, torch=None, jax=None, rate=None):
 
 def run(args):
     """Run the bench `args` ask for; returns the exit code."""
+    problem = args.json and output_problem(args.json, "--json")
+    if problem:
+        print(f"python -m fastrnn bench: error: {problem}", file=sys.stderr)  # now, not after the run
+        return 2
     if args.models is not None and not args.train:
         print("python -m fastrnn bench: error: argument --models: only with --train", file=sys.stderr)
         return 2
