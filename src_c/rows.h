@@ -122,6 +122,24 @@ static inline void SFX(tanh_row)(REAL *restrict x, int n)
     for (int j = 0; j < n; j++) x[j] = TANH(x[j]);
 }
 
+/* The squared Frobenius norm of the gradient w.r.t. h_t over the valid rows of step t, before
+ * the step's backward: dy (this step's output gradient) + dh (what step t+1 passed back). For
+ * the opt-in gradient-norm record; invalid rows contribute nothing. */
+static inline double SFX(state_grad_sq)(int B, int H, int64_t t, const int64_t *lengths,
+                                        const REAL *dy, const REAL *dh)
+{
+    double sum = 0;
+    for (int b = 0; b < B; b++) {
+        if (!VALID(b)) continue;
+        const REAL *restrict dyb = ROW(dy, b, H), *restrict dhb = ROW(dh, b, H);
+        for (int j = 0; j < H; j++) {
+            const double total = (double)dyb[j] + (double)dhb[j];
+            sum += total * total;
+        }
+    }
+    return sum;
+}
+
 /* An invalid row in forward: the state is carried over, the output is zero. */
 static inline void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
                                   REAL *restrict y)
