@@ -56,10 +56,8 @@ KERNEL void SFX(lstm_forward_step)(int B, int H, int64_t t, const int64_t *lengt
 static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const REAL *restrict p,
                                           const REAL *restrict c_prev, const REAL *restrict c,
                                           const REAL *restrict dy, REAL *restrict dh,
-                                          REAL *restrict dc, REAL *restrict dg,
-                                          double *restrict dc_sq)
+                                          REAL *restrict dc, REAL *restrict dg, int keep_dc)
 {
-    double sq = 0;
     const REAL *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H;
     const REAL *restrict go = g + 3 * H;
     REAL *restrict dgi = dg, *restrict dgf = dg + H, *restrict dgg = dg + 2 * H;
@@ -79,10 +77,8 @@ static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const R
         dgg[j] = dcj * i * (1 - gc * gc);
         dgo[j] = do_pre;
         dc[j] = dcj * f + di_pre * p[j] + df_pre * p[H + j];
-        dh[j] = 0;
-        sq += (double)dcj * dcj;
+        dh[j] = keep_dc ? dcj : 0;
     }
-    if (dc_sq != NULL) *dc_sq += sq;
 }
 
 /* dpeep (3, H) += the peephole gradient of one row. */
@@ -101,7 +97,9 @@ static inline void SFX(lstm_peephole_grad_row)(int H, const REAL *restrict dg,
  * w_peep as in forward. dc: like dh, for the cell state (complete: nothing of it flows through
  * W_hh). dgates out: gradient w.r.t. the gate pre-activations. dpeep (3, H): accumulates the
  * peephole gradient, or NULL to skip it. dc_sq: accumulates the squared norm of the gradient
- * w.r.t. c_t over the valid rows (the gradient-norm record), or NULL to skip it. */
+ * w.r.t. c_t over the valid rows (the gradient-norm record), or NULL to skip it: the row
+ * kernel then leaves dL/dc_t in dh, where it would write zeros, and take_sum_squares reads and
+ * clears it, so the row's loop stays as vectorisable as without the record. */
 KERNEL void SFX(lstm_backward_step)(int B, int H, int64_t t, const int64_t *lengths,
                                     const REAL *gates, const REAL *c_prev, const REAL *c,
                                     const REAL *w_peep, const REAL *dy, REAL *dh, REAL *dc,
@@ -113,15 +111,10 @@ KERNEL void SFX(lstm_backward_step)(int B, int H, int64_t t, const int64_t *leng
             SFX(zero_row)(dg, 4 * H);
             continue;
         }
-        /* Two calls: the one with a literal NULL inlines without the record's sum. */
-        if (dc_sq == NULL)
-            SFX(lstm_backward_row)(H, ROW(gates, b, 4 * H), w_peep, ROW(c_prev, b, H),
-                                   ROW(c, b, H), ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg,
-                                   NULL);
-        else
-            SFX(lstm_backward_row)(H, ROW(gates, b, 4 * H), w_peep, ROW(c_prev, b, H),
-                                   ROW(c, b, H), ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg,
-                                   dc_sq);
+        SFX(lstm_backward_row)(H, ROW(gates, b, 4 * H), w_peep, ROW(c_prev, b, H), ROW(c, b, H),
+                               ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg, dc_sq != NULL);
+        if (dc_sq != NULL)
+            SFX(take_sum_squares)(ROW(dh, b, H), H, dc_sq);
         if (dpeep != NULL)
             SFX(lstm_peephole_grad_row)(H, dg, ROW(c_prev, b, H), ROW(c, b, H), dpeep);
     }
@@ -171,10 +164,8 @@ KERNEL void SFX(lstm_nf_forward_step)(int B, int H, int64_t t, const int64_t *le
 static inline void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
                                              const REAL *restrict p, const REAL *restrict c,
                                              const REAL *restrict dy, REAL *restrict dh,
-                                             REAL *restrict dc, REAL *restrict dg,
-                                             double *restrict dc_sq)
+                                             REAL *restrict dc, REAL *restrict dg, int keep_dc)
 {
-    double sq = 0;
     const REAL *restrict gi = g, *restrict gg = g + H, *restrict go = g + 2 * H;
     REAL *restrict dgi = dg, *restrict dgg = dg + H, *restrict dgo = dg + 2 * H;
     for (int j = 0; j < H; j++) {
@@ -190,10 +181,8 @@ static inline void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
         dgg[j] = dcj * i * (1 - gc * gc);
         dgo[j] = do_pre;
         dc[j] = dcj + di_pre * p[j];
-        dh[j] = 0;
-        sq += (double)dcj * dcj;
+        dh[j] = keep_dc ? dcj : 0;
     }
-    if (dc_sq != NULL) *dc_sq += sq;
 }
 
 /* As lstm_backward_step, for the cell without forget gate: gates, dgates (B, 3H) i, g, o;
@@ -209,13 +198,10 @@ KERNEL void SFX(lstm_nf_backward_step)(int B, int H, int64_t t, const int64_t *l
             SFX(zero_row)(dg, 3 * H);
             continue;
         }
-        /* Two calls, as in lstm_backward_step */
-        if (dc_sq == NULL)
-            SFX(lstm_nf_backward_row)(H, ROW(gates, b, 3 * H), w_peep, ROW(c, b, H),
-                                      ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg, NULL);
-        else
-            SFX(lstm_nf_backward_row)(H, ROW(gates, b, 3 * H), w_peep, ROW(c, b, H),
-                                      ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg, dc_sq);
+        SFX(lstm_nf_backward_row)(H, ROW(gates, b, 3 * H), w_peep, ROW(c, b, H), ROW(dy, b, H),
+                                  ROW(dh, b, H), ROW(dc, b, H), dg, dc_sq != NULL);
+        if (dc_sq != NULL)
+            SFX(take_sum_squares)(ROW(dh, b, H), H, dc_sq);
         if (dpeep == NULL) continue;
         const REAL *restrict cp = ROW(c_prev, b, H), *restrict cb = ROW(c, b, H);
         for (int j = 0; j < H; j++) {
