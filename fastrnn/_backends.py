@@ -3,7 +3,7 @@
 Every backend provides, for each cell of the registry (fastrnn/_cells.py), three functions with
 one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see docs/layers.md):
 
-    forward(x, state0, params, lengths, reverse, **options) -> (y, state_n, cache)
+    forward(x, state0, params, lengths, reverse, keep=True, **options) -> (y, state_n, cache)
         x        (T, B, D) C-contiguous array of the layer dtype (float32 or float64).
         state0   tuple of (B, H) C-contiguous arrays: (h0,) for "rnn"/"gru", (h0, c0) for "lstm".
         params   dict: "w_ih" (G*H, D), "w_hh" (G*H, H), "b_ih" and "b_hh" (G*H,) or None when the
@@ -16,6 +16,10 @@ one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see
         reverse  False: steps t = 0 .. T-1; True: steps t = T-1 .. 0 (with lengths, the padded
                  steps come first and leave the state at state0, so each sequence starts at its
                  own last valid step).
+        keep     True: cache holds what backward needs. False (the driver under fastrnn.no_grad(),
+                 inference): backward will not be called; cache is None and the backend keeps
+                 nothing for it (the compiled LSTM holds the states of two steps instead of all).
+                 y and state_n are the same as with keep=True, bit for bit.
         options  the cell spec's options: "rnn": nonlinearity ("tanh" | "relu"); "gru":
                  reset_after (bool); the LSTM cells: none.
         Returns y (T, B, H), a fresh array; state_n, a tuple of fresh (B, H) arrays (the state

@@ -172,6 +172,7 @@ class RecurrentLayer(Module):
         states = self._check_state("state", state, batch, copy=True)
 
         dirs, hidden = self.num_directions, self.hidden_size
+        keep = is_grad_enabled()  # under fastrnn.no_grad() the kernels keep nothing for backward
         final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
         layer_caches, masks = [], []
         layer_input = x
@@ -188,7 +189,7 @@ class RecurrentLayer(Module):
                 state0 = tuple(s[unit] for s in states)
                 y, state_n, cache = self._forward_fn(
                     layer_input, state0, self._unit_params[unit], lengths, direction == 1,
-                    **self._cell_options,
+                    keep=keep, **self._cell_options,
                 )
                 for array, value in zip(final, state_n):
                     array[unit] = value
@@ -197,8 +198,7 @@ class RecurrentLayer(Module):
             layer_input = outputs[0] if dirs == 1 else np.concatenate(outputs, axis=2)
             layer_caches.append(caches)
 
-        # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if keep else None
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))

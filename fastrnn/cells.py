@@ -120,10 +120,12 @@ class RecurrentCell(Module):
         if batch == 0:
             raise ValueError(f"x must have at least one row, got shape {x.shape}")
         states = self._check_state("state", state, batch, unbatched, copy=True)
+        keep = is_grad_enabled()
         y, state_n, cache = self._forward_fn(
-            x.reshape(1, batch, self.input_size), states, self._params, None, False, **self._cell_options
+            x.reshape(1, batch, self.input_size), states, self._params, None, False, keep=keep,
+            **self._cell_options
         )
-        if is_grad_enabled():
+        if keep:
             self._tape.append((cache, batch, unbatched))
         return self._pack_state(state_n, unbatched)
 

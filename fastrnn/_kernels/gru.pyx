@@ -144,10 +144,11 @@ cdef void init_work(GruWork *w, bint is_double, int T, int B, int H, bint revers
     w.T, w.B, w.H, w.G, w.rev, w.lengths = T, B, H, 3 * H, reverse, lengths
 
 
-def forward(x, state0, params, lengths, reverse, reset_after=True):
+def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     """GRU forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
@@ -156,7 +157,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
         y, state_n = _forward[double](x, state0[0], params["w_ih"], params["w_hh"],
                                       params["b_ih"], params["b_hh"], lengths, reverse,
                                       reset_after, cache)
-    return y, state_n, cache
+    return y, state_n, cache if keep else None
 
 
 cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -179,8 +180,8 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, hn_or_rh = hn_or_rh_array
     cdef floating[:, :, ::1] y = y_array
     cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
-    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
 
     init_scan(&scan, floating is double, True, B, forward_part, &work)
@@ -263,8 +264,8 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, ::1] dh = dh_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dbias_n = np.zeros((MAX_PARTS, H))
-    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
     cdef floating[::1] panels_ih = product_panels(T * B, 2 * H if reset_after else G, D, dtype)
     cdef floating[::1] panels_n_ih = product_panels(T * B, H, D, dtype) if reset_after else None

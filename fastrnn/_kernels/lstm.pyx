@@ -26,6 +26,7 @@ cdef struct LstmWork:
     # everything per-row. The forward buffers (gates .. y) are written by forward and only read
     # by backward.
     bint is_double, forget_gate
+    bint keep  # False: hs and cs hold two states, the one before and the one after the step
     int T, B, H, G, P, rev  # P: peephole rows, 3 (i, f, o) or 2 (i, o)
     const int64_t *lengths
     const Operand *w_hh  # the right operand of the per-step product
@@ -33,8 +34,8 @@ cdef struct LstmWork:
     const void *b_hh
     const void *w_peep   # (P, H), zeros without peepholes
     void *gates          # (T, B, G*H)
-    void *hs             # (T+1, B, H)
-    void *cs             # (T+1, B, H)
+    void *hs             # (T+1, B, H), or (2, B, H) when not keep
+    void *cs             # (T+1, B, H), or (2, B, H) when not keep
     void *y              # (T, B, H)
     const void *dy       # (T, B, H)
     void *dgates         # (T, B, G*H)
@@ -47,19 +48,24 @@ cdef struct LstmWork:
 
 cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
+    cdef int before, after  # the slots of hs and cs of the states before and after step t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef floating *hs = <floating *>w.hs
     cdef floating *cs = <floating *>w.cs
     cdef floating *y = <floating *>w.y
     for s in range(T):
         t = T - 1 - s if rev else s
-        # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
-        step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1, &gates[at(t, b0, B, G)], G)
+        if w.keep:
+            before, after = t + rev, t + 1 - rev
+        else:
+            before, after = s & 1, (s + 1) & 1
+        # gates[t, rows] += hs[before, rows] @ w_hh.T
+        step_matmul(w.w_hh, rows, &hs[at(before, b0, B, H)], H, 1, &gates[at(t, b0, B, G)], G)
         lstm_forward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
                           <const floating *>w.b_ih, <const floating *>w.b_hh,
-                          <const floating *>w.w_peep, &hs[at(t + rev, b0, B, H)],
-                          &cs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
-                          &cs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+                          <const floating *>w.w_peep, &hs[at(before, b0, B, H)],
+                          &cs[at(before, b0, B, H)], &hs[at(after, b0, B, H)],
+                          &cs[at(after, b0, B, H)], &y[at(t, b0, B, H)])
 
 
 cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
@@ -106,15 +112,16 @@ cdef class _Cache:
     cdef bint reverse
 
 
-def forward(x, state0, params, lengths, reverse):
+def forward(x, state0, params, lengths, reverse, keep=True):
     """LSTM forward over one direction of one layer -> (y, (h_n, c_n), cache).
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); the
-    cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H))."""
+    cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H)). Without `keep`
+    the states of only two steps are held at a time and cache is None."""
     w_hh = params["w_hh"]
     H = w_hh.shape[1]
     w_peep = params["w_peep"]
-    cdef _Cache cache = _Cache.__new__(_Cache)
+    cdef _Cache cache = _Cache.__new__(_Cache) if keep else None
     if w_peep is None:
         w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
     if x.dtype == np.float32:
@@ -134,25 +141,29 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
                     const floating[::1] b_hh, const floating[:, ::1] w_peep,
                     const int64_t[::1] lengths, bint reverse, _Cache cache):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = w_ih.shape[0]
-    cdef int rev = reverse
+    cdef int rev = reverse, first, last  # the slots of the initial and the final state
+    cdef bint keep = cache is not None
     cdef LstmWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the activated gates and the h and c sequences (and the initial state).
     gates_array = empty((T, B, G), dtype)
-    hs_array = empty((T + 1, B, H), dtype)
-    cs_array = empty((T + 1, B, H), dtype)
+    hs_array = empty((T + 1 if keep else 2, B, H), dtype)
+    cs_array = empty((T + 1 if keep else 2, B, H), dtype)
+    first, last = rev * T, (1 - rev) * T
+    if not keep:
+        first, last = 0, T & 1
     y_array = empty((T, B, H), dtype)
     h_n_array = empty((B, H), dtype)
     c_n_array = empty((B, H), dtype)
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
-    cdef floating[::1] panels = step_panels(H, G, dtype)
+    cdef floating[::1] panels = step_panels(H, G, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
 
     memset(&work, 0, sizeof(LstmWork))
     init_scan(&scan, floating is double, True, B, forward_part, &work)
-    work.is_double, work.forget_gate = floating is double, G == 4 * H
+    work.is_double, work.forget_gate, work.keep = floating is double, G == 4 * H, keep
     work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, w_peep.shape[0], rev
     work.lengths = lengths_ptr(lengths)
     # per step: @ w_hh.T
@@ -164,11 +175,13 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
                      panels_ptr(panels_ih))
 
-    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-    copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
+    copy_state(&hs[first, 0, 0], &h0[0, 0], B, H)
+    copy_state(&cs[first, 0, 0], &c0[0, 0], B, H)
     run_scan(&scan, <int64_t>T * B * G * (D + H))
-    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
-    copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
+    copy_state(&h_n[0, 0], &hs[last, 0, 0], B, H)
+    copy_state(&c_n[0, 0], &cs[last, 0, 0], B, H)
+    if not keep:
+        return y_array, (h_n_array, c_n_array)
     cache.x, cache.w_ih, cache.w_hh, cache.w_peep = x.base, w_ih.base, w_hh.base, w_peep.base
     cache.lengths = None if lengths is None else lengths.base
     cache.gates, cache.hs, cache.cs, cache.reverse = gates_array, hs_array, cs_array, reverse
@@ -228,7 +241,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, ::1] dh = dh_array, dc = dc_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, P * H))  # one accumulator per thread
-    cdef floating[::1] panels = step_panels(G, H, dtype)
+    cdef floating[::1] panels = step_panels(G, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(T * B, G, D, dtype)
 
     memset(&work, 0, sizeof(LstmWork))

@@ -90,10 +90,11 @@ cdef class _Cache:
     cdef bint reverse, relu
 
 
-def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
+def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True):
     """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     relu = nonlinearity == "relu"
     if x.dtype == np.float32:
@@ -103,7 +104,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
         y, state_n = _forward[double](x, state0[0], params["w_ih"], params["w_hh"],
                                       params["b_ih"], params["b_hh"], lengths, reverse, relu,
                                       cache)
-    return y, state_n, cache
+    return y, state_n, cache if keep else None
 
 
 cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -121,7 +122,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     h_n_array = empty((B, H), dtype)
     cdef floating[:, :, ::1] hs = hs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(T * B, D, H, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
@@ -192,7 +193,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, :, ::1] dx = dx_array, dpre = dpre_array
     cdef floating[:, ::1] dh = dh_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, H))  # see ColumnSum
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(T * B, H, D, dtype)
 
     memset(&work, 0, sizeof(RnnWork))

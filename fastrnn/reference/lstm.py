@@ -17,7 +17,7 @@ import numpy as np
 from ._common import affine_backward, or_zeros, sigmoid, time_steps, valid_steps
 
 
-def forward(x, state0, params, lengths, reverse):
+def forward(x, state0, params, lengths, reverse, keep=True):
     T, B, D = x.shape
     h, c = state0
     H = h.shape[1]
@@ -46,7 +46,7 @@ def forward(x, state0, params, lengths, reverse):
         y[t] = np.where(valid[t], h_t, 0)                  # padded steps output zero...
         h, c = np.where(valid[t], h_t, h), np.where(valid[t], c_t, c)  # ...and keep their state
     cache = (x, valid, hs_prev, cs_prev, cs, gates, w_ih, w_hh, params["w_peep"], reverse)
-    return y, (h, c), cache
+    return y, (h, c), cache if keep else None
 
 
 def backward(dy, dstate_n, cache, grads, norms=None):
