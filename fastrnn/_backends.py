@@ -11,8 +11,8 @@ docs/layers.md):
                  layer has no bias, and for the LSTM cells "w_peep" (P, H) or None (P: the cell
                  spec's peephole_gates) and "w_hr" (Hh, H) or None: a projection, h_t = W_hr r_t
                  (docs/math.md), with which h0, state_n's h, y and w_hh's columns have Hh
-                 values instead of H (the key "w_hr" may be absent: None). Gate rows in the order of the cell spec's gates
-                 (docs/math.md), C-contiguous, layer dtype.
+                 values instead of H (the key "w_hr" may be absent: None). Gate rows in the
+                 order of the cell spec's gates (docs/math.md), C-contiguous, layer dtype.
         lengths  None (every sequence has T steps) or int64 (B,) array with 1 <= lengths[b] <= T.
                  At a step t >= lengths[b] sequence b keeps its state unchanged and its output
                  row y[t, b] is zero.
