@@ -233,3 +233,16 @@ def test_state_dict_without_projection_into_a_layer_with_one_is_refused():
         load_torch_state_dict(layer, torch.nn.LSTM(3, 6).state_dict())
     for name, value in layer.params.items():
         assert_allclose(value, before[name], rtol=0, atol=0)
+
+
+def test_onnx_and_keras_conversions_refuse_a_projection():
+    from fastrnn.interop import keras as keras_interop
+
+    layer = fastrnn.LSTM(3, 6, proj_size=2, seed=0)
+    with pytest.raises(ValueError, match="proj_size=2: ONNX's and Keras's LSTM have no projection"):
+        keras_interop.to_keras_weights(layer)
+    pytest.importorskip("onnx")
+    from fastrnn.interop import onnx as onnx_interop
+
+    with pytest.raises(ValueError, match="proj_size=2"):
+        onnx_interop.to_onnx(layer)
