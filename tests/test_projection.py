@@ -83,6 +83,8 @@ def test_parameters_have_torch_names_shapes_and_init(forget_gate):
     # U(-1/sqrt(H), 1/sqrt(H)), as torch: inside the bound, and not a narrower range
     assert np.abs(weights).max() <= 1 / np.sqrt(H) and np.abs(weights).max() > 0.8 / np.sqrt(H)
     assert "proj_size=7" in repr(layer)
+    with pytest.raises(AttributeError, match="proj_size cannot be changed"):
+        layer.proj_size = 3
     assert "proj_size" not in repr(fastrnn.LSTM(3, H))
 
 
