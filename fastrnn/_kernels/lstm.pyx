@@ -39,12 +39,13 @@ cdef struct LstmWork:
     const void *b_hh
     const void *w_peep   # (P, H), zeros without peepholes
     void *gates          # (T, B, G*H)
-    void *hs             # (T+1, B, H)
+    void *hs             # (T+1, B, Hh)
     void *cs             # (T+1, B, H)
     void *y              # (T, B, Hh)
     void *rs             # (T, B, H) r_t, with a projection
     void *zeros          # (B, H) zeros, with a projection (see forward_rows, backward_rows)
-    void *scratch        # (B, H), with a projection: what the gate kernels write and no one reads
+    void *scratch        # (B, H), with a projection: forward, the gate kernel's unread y;
+                         # backward, dL/dr_t of the step
     const void *dy       # (T, B, Hh)
     void *dhs            # (T, B, Hh) dL/dh_t, with a projection
     void *dgates         # (T, B, G*H)
