@@ -8,8 +8,10 @@ one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see
         state0   tuple of (B, H) C-contiguous arrays: (h0,) for "rnn"/"gru", (h0, c0) for "lstm".
         params   dict: "w_ih" (G*H, D), "w_hh" (G*H, H), "b_ih" and "b_hh" (G*H,) or None when the
                  layer has no bias, and for the LSTM cells "w_peep" (P, H) or None (P: the cell
-                 spec's peephole_gates). Gate rows in the order of the cell spec's gates
-                 (docs/math.md), C-contiguous, layer dtype.
+                 spec's peephole_gates) and "w_hr" (Hh, H) or None: a projection, h_t = W_hr r_t
+                 (docs/math.md), with which h0, state_n's h, y and w_hh's columns have Hh
+                 values instead of H (the key "w_hr" may be absent: None). Gate rows in the
+                 order of the cell spec's gates (docs/math.md), C-contiguous, layer dtype.
         lengths  None (every sequence has T steps) or int64 (B,) array with 1 <= lengths[b] <= T.
                  At a step t >= lengths[b] sequence b keeps its state unchanged and its output
                  row y[t, b] is zero.

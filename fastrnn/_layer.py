@@ -24,6 +24,7 @@ _PARAM_PREFIX = {
     "b_ih": "bias_ih",
     "b_hh": "bias_hh",
     "w_peep": "weight_peephole",
+    "w_hr": "weight_hr",
 }
 
 
@@ -47,6 +48,7 @@ class RecurrentLayer(Module):
         bidirectional=False,
         dropout=0.0,
         peephole=False,
+        proj_size=0,
         dtype=np.float32,
         backend="auto",
         seed=None,
@@ -62,6 +64,9 @@ class RecurrentLayer(Module):
         self.bidirectional = flag("bidirectional", bidirectional)
         self.peephole = flag("peephole", peephole)
         self.dropout = dropout
+        self.proj_size = _check_proj_size(proj_size, self.hidden_size)
+        # The size of h and of each direction's output: P with a projection, else H.
+        self.output_size = self.proj_size or self.hidden_size
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
@@ -86,17 +91,18 @@ class RecurrentLayer(Module):
         self._unit_params, self._unit_grads = [], []
         bound = 1.0 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole)
+                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole,
+                                           self.proj_size)
                 unit_params, unit_grads = {}, {}
                 for short, shape in shapes.items():
                     name = _PARAM_PREFIX[short] + suffix
                     # Drawn in float64 so a float32 and a float64 layer of one seed agree.
                     weights = self._rng.uniform(-bound, bound, size=shape)
                     unit_params[short], unit_grads[short] = self._add_param(name, weights)
-                for short in ("b_ih", "b_hh", "w_peep"):
+                for short in ("b_ih", "b_hh", "w_peep", "w_hr"):
                     unit_params.setdefault(short, None)
                     unit_grads.setdefault(short, None)
                 self._unit_params.append(unit_params)
@@ -108,7 +114,8 @@ class RecurrentLayer(Module):
         # The arrays and kernels are set up for these: changing one later is an AttributeError.
         self._fix_attributes(
             "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
-            "peephole", "backend", "num_directions", "cell", "recurrent_init", "forget_bias",
+            "peephole", "proj_size", "output_size", "backend", "num_directions", "cell", "recurrent_init",
+            "forget_bias",
             **self._cell_options,
         )
 
@@ -144,6 +151,8 @@ class RecurrentLayer(Module):
             options.append("bias=False")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
+        if self.proj_size:
+            options.append(f"proj_size={self.proj_size}")
         options += [f"{key}={value!r}" for key, value in self._repr_options().items()]
         if self.recurrent_init != "uniform":
             options.append(f"recurrent_init={self.recurrent_init!r}")
@@ -171,9 +180,9 @@ class RecurrentLayer(Module):
         lengths = _check_lengths(lengths, steps, batch)
         states = self._check_state("state", state, batch, copy=True)
 
-        dirs, hidden = self.num_directions, self.hidden_size
+        dirs = self.num_directions
         keep = is_grad_enabled()  # under fastrnn.no_grad() the kernels keep nothing for backward
-        final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        final = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
         layer_caches, masks = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -215,8 +224,8 @@ class RecurrentLayer(Module):
         dstates = self._check_state("dstate", dstate, batch)
         self._cache = None
 
-        dirs, hidden = self.num_directions, self.hidden_size
-        initial = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dirs, hidden = self.num_directions, self.output_size
+        initial = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
         record = {} if self.record_gradient_norms else None
         dy_layer = dy
         for layer in reversed(range(self.num_layers)):
@@ -281,9 +290,17 @@ class RecurrentLayer(Module):
             return np.zeros(shape, self.dtype)
         return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
+    def _state_shapes(self, batch):
+        """The shape of each part of the state: (layers*dirs, B, H), with a projection
+        (layers*dirs, B, P) for h."""
+        units = self.num_layers * self.num_directions
+        return [(units, batch, self.output_size if part == "h" else self.hidden_size)
+                for part in self.state_names]
+
     def _check_state(self, name, state, batch, copy=False):
-        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        """The state (or its gradient) as a list of arrays of _state_shapes, zeros for None."""
+        shapes = self._state_shapes(batch)
+        shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         if len(self.state_names) == 1:
             if isinstance(state, (tuple, list)):
                 raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, got a {type(state).__name__}")
@@ -293,12 +310,12 @@ class RecurrentLayer(Module):
         else:
             if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
                 pair = ", ".join(self.state_names)
-                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, got {type(state).__name__}")
+                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shapes {shape}, got {type(state).__name__}")
             parts = state
         arrays = []
-        for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
+        for index, (part_name, part, part_shape) in enumerate(zip(self.state_names, parts, shapes)):
             label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
-            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
+            arrays.append(np.zeros(part_shape, self.dtype) if part is None else float_array(label, part, self.dtype, part_shape, copy))
         return arrays
 
     def _pack_state(self, arrays):
@@ -311,6 +328,16 @@ def _check_dropout(dropout):
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     return float(dropout)
+
+
+def _check_proj_size(proj_size, hidden_size):
+    """proj_size as an int, 0 (no projection) <= proj_size < hidden_size, else TypeError/ValueError."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+        raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+    if not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size must be 0 (no projection) or between 1 and hidden_size - 1 = {hidden_size - 1}, "
+                         f"got {proj_size}")
+    return int(proj_size)
 
 
 def _check_lengths(lengths, steps, batch):

@@ -14,18 +14,23 @@ class LSTM(RecurrentLayer):
     the forget gate's rows of every bias_ih after the draw; `recurrent_init="orthogonal"` makes
     each gate's block of every weight_hh a random orthogonal matrix. See docs/math.md and
     docs/layers.md.
+
+    `proj_size=P` (0 < P < hidden_size; 0, the default, for none) projects h as torch's
+    `nn.LSTM(proj_size=P)` does (Sak et al. 2014): h_t = W_hr (o_t * tanh(c_t)), with parameters
+    `weight_hr_l{k}` (P, H); h, the output of each direction and W_hh's columns have size P, c
+    keeps H, so the state is h (num_layers * dirs, B, P) and c (num_layers * dirs, B, H).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
-                 bidirectional=False, dropout=0.0, peephole=False, forget_gate=True,
+                 bidirectional=False, dropout=0.0, peephole=False, forget_gate=True, proj_size=0,
                  dtype=np.float32, backend="auto", seed=None, recurrent_init="uniform",
                  forget_bias=0.0):
         self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
-                         dtype=dtype, backend=backend, seed=seed, recurrent_init=recurrent_init,
-                         forget_bias=forget_bias)
+                         proj_size=proj_size, dtype=dtype, backend=backend, seed=seed,
+                         recurrent_init=recurrent_init, forget_bias=forget_bias)
         self._fix_attributes("forget_gate")
 
     def _repr_options(self):
