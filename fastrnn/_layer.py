@@ -13,6 +13,8 @@ from . import _backends
 from ._cells import CELLS
 from ._checks import flag, float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
+from ._gate_statistics import gate_statistics
+from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -22,6 +24,7 @@ _PARAM_PREFIX = {
     "b_ih": "bias_ih",
     "b_hh": "bias_hh",
     "w_peep": "weight_peephole",
+    "w_hr": "weight_hr",
 }
 
 
@@ -45,9 +48,12 @@ class RecurrentLayer(Module):
         bidirectional=False,
         dropout=0.0,
         peephole=False,
+        proj_size=0,
         dtype=np.float32,
         backend="auto",
         seed=None,
+        recurrent_init="uniform",
+        forget_bias=0.0,
         **cell_options,
     ):
         self.input_size = positive_int("input_size", input_size)
@@ -58,6 +64,9 @@ class RecurrentLayer(Module):
         self.bidirectional = flag("bidirectional", bidirectional)
         self.peephole = flag("peephole", peephole)
         self.dropout = dropout
+        self.proj_size = _check_proj_size(proj_size, self.hidden_size)
+        # The size of h and of each direction's output: P with a projection, else H.
+        self.output_size = self.proj_size or self.hidden_size
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
@@ -65,36 +74,49 @@ class RecurrentLayer(Module):
         spec = CELLS[self.cell]
         self.num_gates, self.state_names = spec.num_gates, spec.state_names
         self._cell_options = spec.check_options(cell_options)
+        self.recurrent_init = check_recurrent_init(recurrent_init)
+        self.forget_bias = check_forget_bias(forget_bias, spec, self.bias)
         super().__init__(dtype)
         self.backend = _backends.resolve_backend(backend, self.cell)
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
+        self._gate_activations_fn = _backends.cell_module(self.backend, self.cell).gate_activations
         self._rng = random_generator(seed)
         self.training = True
+        # The opt-in record of backward (docs/layers.md §13).
+        self.record_gradient_norms = False
+        self.gradient_norms = None
 
         self.num_directions = 2 if self.bidirectional else 1
         # For each (layer, direction): the kernels' short names -> this layer's arrays.
         self._unit_params, self._unit_grads = [], []
         bound = 1.0 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole)
+                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole,
+                                           self.proj_size)
                 unit_params, unit_grads = {}, {}
                 for short, shape in shapes.items():
                     name = _PARAM_PREFIX[short] + suffix
                     # Drawn in float64 so a float32 and a float64 layer of one seed agree.
                     weights = self._rng.uniform(-bound, bound, size=shape)
                     unit_params[short], unit_grads[short] = self._add_param(name, weights)
-                for short in ("b_ih", "b_hh", "w_peep"):
+                for short in ("b_ih", "b_hh", "w_peep", "w_hr"):
                     unit_params.setdefault(short, None)
                     unit_grads.setdefault(short, None)
                 self._unit_params.append(unit_params)
                 self._unit_grads.append(unit_grads)
+        # After every default draw: the other parameters of a seed stay those of the default init.
+        for unit_params in self._unit_params:
+            apply_init_options(self._rng, unit_params, spec, self.hidden_size, self.recurrent_init,
+                               self.forget_bias)
         # The arrays and kernels are set up for these: changing one later is an AttributeError.
         self._fix_attributes(
             "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
-            "peephole", "backend", "num_directions", "cell", **self._cell_options,
+            "peephole", "proj_size", "output_size", "backend", "num_directions", "cell", "recurrent_init",
+            "forget_bias",
+            **self._cell_options,
         )
 
     @property
@@ -129,7 +151,13 @@ class RecurrentLayer(Module):
             options.append("bias=False")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
+        if self.proj_size:
+            options.append(f"proj_size={self.proj_size}")
         options += [f"{key}={value!r}" for key, value in self._repr_options().items()]
+        if self.recurrent_init != "uniform":
+            options.append(f"recurrent_init={self.recurrent_init!r}")
+        if self.forget_bias:
+            options.append(f"forget_bias={self.forget_bias}")
         options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join(options)})"
 
@@ -156,8 +184,9 @@ class RecurrentLayer(Module):
             x[_padding(lengths, steps)] = 0
         states = self._check_state("state", state, batch, copy=True)
 
-        dirs, hidden = self.num_directions, self.hidden_size
-        final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dirs = self.num_directions
+        keep = is_grad_enabled()  # under fastrnn.no_grad() the kernels keep nothing for backward
+        final = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
         layer_caches, masks = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -173,7 +202,7 @@ class RecurrentLayer(Module):
                 state0 = tuple(s[unit] for s in states)
                 y, state_n, cache = self._forward_fn(
                     layer_input, state0, self._unit_params[unit], lengths, direction == 1,
-                    **self._cell_options,
+                    keep=keep, **self._cell_options,
                 )
                 for array, value in zip(final, state_n):
                     array[unit] = value
@@ -182,8 +211,7 @@ class RecurrentLayer(Module):
             layer_input = outputs[0] if dirs == 1 else np.concatenate(outputs, axis=2)
             layer_caches.append(caches)
 
-        # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if keep else None
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
@@ -202,17 +230,22 @@ class RecurrentLayer(Module):
             dy = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy)  # see forward
         self._cache = None
 
-        dirs, hidden = self.num_directions, self.hidden_size
-        initial = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dirs, hidden = self.num_directions, self.output_size
+        initial = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
+        record = {} if self.record_gradient_norms else None
         dy_layer = dy
         for layer in reversed(range(self.num_layers)):
             dx = None
             for direction in range(dirs):
                 unit = layer * dirs + direction
                 dy_unit = dy_layer if dirs == 1 else np.ascontiguousarray(dy_layer[:, :, direction * hidden:(direction + 1) * hidden])
+                norms = None if record is None else np.empty((len(self.state_names), dy.shape[0]))
                 dx_unit, dstate0 = self._backward_fn(
-                    dy_unit, tuple(d[unit] for d in dstates), layer_caches[layer][direction], self._unit_grads[unit]
+                    dy_unit, tuple(d[unit] for d in dstates), layer_caches[layer][direction], self._unit_grads[unit],
+                    norms,
                 )
+                if record is not None:
+                    record[layer, direction] = dict(zip(self.state_names, norms))
                 for array, value in zip(initial, dstate0):
                     array[unit] = value
                 # Both directions read the same input, so their input gradients add.
@@ -221,9 +254,39 @@ class RecurrentLayer(Module):
                 dx *= masks[layer]
             dy_layer = dx
 
+        if record is not None:
+            self.gradient_norms = record
         if self.batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
         return dy_layer, self._pack_state(initial)
+
+    def gate_statistics(self):
+        """How saturated the gates of the last forward call are (docs/layers.md §13).
+
+        Needs the cache of a forward run outside `fastrnn.no_grad()` and not yet consumed by
+        `backward`. Padded steps (t >= lengths[b]) are left out.
+
+        Returns
+        -------
+        dict
+            (layer, direction) -> {gate name -> {"saturated": float, "mean": float}}: the
+            fraction of activations in the flat parts of the gate's function (σ < 0.05 or
+            σ > 0.95; |tanh| > 0.95; relu: exactly 0) and their mean, over steps, sequences and
+            hidden units. Gate names as in fastrnn/_cells.py ("h" for the RNN).
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.gate_statistics needs the cache of a forward call run "
+                "outside fastrnn.no_grad() and before backward"
+            )
+        layer_caches, _, _, _, lengths = self._cache
+        return {
+            (layer, direction): gate_statistics(
+                CELLS[self.cell], self._gate_activations_fn(cache), lengths, **self._cell_options
+            )
+            for layer, caches in enumerate(layer_caches)
+            for direction, cache in enumerate(caches)
+        }
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -233,9 +296,17 @@ class RecurrentLayer(Module):
             return np.zeros(shape, self.dtype)
         return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
+    def _state_shapes(self, batch):
+        """The shape of each part of the state: (layers*dirs, B, H), with a projection
+        (layers*dirs, B, P) for h."""
+        units = self.num_layers * self.num_directions
+        return [(units, batch, self.output_size if part == "h" else self.hidden_size)
+                for part in self.state_names]
+
     def _check_state(self, name, state, batch, copy=False):
-        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        """The state (or its gradient) as a list of arrays of _state_shapes, zeros for None."""
+        shapes = self._state_shapes(batch)
+        shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         if len(self.state_names) == 1:
             if isinstance(state, (tuple, list)):
                 raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, got a {type(state).__name__}")
@@ -245,12 +316,12 @@ class RecurrentLayer(Module):
         else:
             if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
                 pair = ", ".join(self.state_names)
-                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, got {type(state).__name__}")
+                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shapes {shape}, got {type(state).__name__}")
             parts = state
         arrays = []
-        for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
+        for index, (part_name, part, part_shape) in enumerate(zip(self.state_names, parts, shapes)):
             label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
-            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
+            arrays.append(np.zeros(part_shape, self.dtype) if part is None else float_array(label, part, self.dtype, part_shape, copy))
         return arrays
 
     def _pack_state(self, arrays):
@@ -268,6 +339,16 @@ def _check_dropout(dropout):
 def _padding(lengths, steps):
     """(T, B) bool, True at the steps past each sequence's length."""
     return np.arange(steps)[:, None] >= lengths[None, :]
+
+
+def _check_proj_size(proj_size, hidden_size):
+    """proj_size as an int, 0 (no projection) <= proj_size < hidden_size, else TypeError/ValueError."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+        raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+    if not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size must be 0 (no projection) or between 1 and hidden_size - 1 = {hidden_size - 1}, "
+                         f"got {proj_size}")
+    return int(proj_size)
 
 
 def _check_lengths(lengths, steps, batch):

@@ -78,6 +78,8 @@ def _module_config(module):
         config = {key: getattr(module, key) for key in keys}
         if name in ("LSTM", "LSTMCell"):
             config.update(peephole=module.peephole, forget_gate=module.forget_gate)
+        if name == "LSTM":
+            config["proj_size"] = module.proj_size
         # The cell's own options (GRU's reset_after, RNN's nonlinearity), where repr(layer) reads them.
         config.update(module._cell_options)
     config["dtype"] = module.dtype.name

@@ -112,6 +112,25 @@ def test_padding_does_not_matter_whatever_it_holds(case, backend, bidirectional,
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", ["lstm", "lstm_peephole", "lstm_nf"])
+def test_padding_does_not_matter_with_a_projection(case, backend, dtype):
+    rng = np.random.default_rng(8)
+    lengths, P = np.array([T, 2, 4]), 2
+    x = rng.standard_normal((T, B, D)).astype(dtype)
+    dy = rng.standard_normal((T, B, 2 * P)).astype(dtype)
+    padding = np.arange(T)[:, None] >= lengths[None, :]
+    x[padding], dy[padding] = 0, 0
+    poisoned_x, poisoned_dy = x.copy(), dy.copy()
+    poisoned_x[padding], poisoned_dy[padding] = np.nan, np.inf
+    layer = make_layer(case, D, H, proj_size=P, bidirectional=True, dtype=dtype, backend=backend, seed=5)
+    clean = pass_through(layer, x, dy, lengths=lengths)
+    poisoned = pass_through(layer, poisoned_x, poisoned_dy, lengths=lengths)
+    assert all(np.isfinite(r).all() for r in clean)
+    assert_same(poisoned, clean, dtype, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_reference_cells_ignore_nan_in_the_padding(case, reverse, dtype):
@@ -241,11 +260,73 @@ def test_rnn_kernel_refuses_an_unknown_nonlinearity():
         module.forward(x, state0, params, None, False, nonlinearity="sigmoid")
 
 
+def test_lstm_kernel_checks_the_projection_against_the_other_sizes():
+    module, _, params, state0, x, grads = kernel_problem("lstm")
+    P = 2
+    w_hr = np.zeros((P, H), np.float32)
+    projected = {**params, "w_hh": np.zeros((4 * H, P), np.float32), "w_hr": w_hr}
+    h0 = np.zeros((B, P), np.float32)
+    y, _, cache = module.forward(x, (h0, state0[1]), projected, None, False)
+    assert y.shape == (T, B, P)
+    with pytest.raises(ValueError, match=r"state0\[0\] must have shape \(3, 2\)"):
+        module.forward(x, state0, projected, None, False)  # h0 of H columns, not P
+    with pytest.raises(ValueError, match=r"params\['w_hh'\] must have shape \(24, 2\)"):
+        module.forward(x, (h0, state0[1]), {**projected, "w_hh": params["w_hh"]}, None, False)
+    with pytest.raises(ValueError, match=r"params\['w_hh'\] of the LSTM cell .* H = 5"):
+        module.forward(x, (h0, state0[1]), {**projected, "w_hr": np.zeros((P, H - 1), np.float32)},
+                       None, False)
+    with pytest.raises(ValueError, match=r"params\['w_hr'\] must be a 2-D array"):
+        module.forward(x, (h0, state0[1]), {**projected, "w_hr": np.zeros(H, np.float32)}, None, False)
+    with pytest.raises(TypeError, match=r"params\['w_hr'\] must be float32"):
+        module.forward(x, (h0, state0[1]), {**projected, "w_hr": w_hr.astype(np.float64)}, None, False)
+    projected_grads = {**grads, "w_hh": np.zeros((4 * H, P), np.float32), "w_hr": np.zeros((P, H), np.float32)}
+    dy, dstate = np.ones((T, B, P), np.float32), (np.zeros((B, P), np.float32), np.zeros((B, H), np.float32))
+    with pytest.raises(ValueError, match=r"grads\['w_hr'\] must have shape \(2, 6\)"):
+        module.backward(dy, dstate, cache, {**projected_grads, "w_hr": np.zeros((H, P), np.float32)})
+    with pytest.raises(TypeError, match=r"grads\['w_hr'\] must be a float32 array"):
+        module.backward(dy, dstate, cache, {k: v for k, v in projected_grads.items() if k != "w_hr"})
+    with pytest.raises(ValueError, match="dy must have shape"):
+        module.backward(np.ones((T, B, H), np.float32), dstate, cache, projected_grads)
+    dx, _ = module.backward(dy, dstate, cache, projected_grads)
+    assert dx.shape == (T, B, D)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernel_backward_checks_the_norms_record(case):
+    module, options, params, state0, x, grads = kernel_problem(case)
+    parts = len(state0)
+    for norms, error, pattern in [(np.zeros((parts, T + 1)), ValueError, r"norms must have shape"),
+                                  (np.zeros((parts, T), np.float32), TypeError, "norms must be float64"),
+                                  (np.zeros((parts + 1, T))[:parts], None, None),
+                                  ([[0.0] * T] * parts, TypeError, "norms must be a float64 array")]:
+        y, state_n, cache = module.forward(x, state0, params, None, False, **options)
+        if error is None:  # a valid record: filled in, finite
+            module.backward(np.ones_like(y), state_n, cache, grads, norms)
+            assert (norms > 0).all()
+            continue
+        with pytest.raises(error, match=pattern):
+            module.backward(np.ones_like(y), state_n, cache, grads, norms)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_kernel_without_keep_gives_no_cache_for_backward_or_gate_statistics(case):
+    module, options, params, state0, x, grads = kernel_problem(case)
+    y, state_n, cache = module.forward(x, state0, params, None, False, keep=False, **options)
+    assert cache is None
+    with pytest.raises(TypeError, match="cache must be what this module's forward returned with keep=True"):
+        module.backward(np.ones_like(y), state_n, cache, grads)
+    with pytest.raises(TypeError, match="cache"):
+        module.gate_activations(cache)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_layer_with_changed_sizes_raises_instead_of_overflowing(dtype):
     # The crashes of issue 11 item 3, with the Python-side guards bypassed.
     layer = fastrnn.LSTM(4, 8, dtype=dtype, backend="cython")
-    object.__setattr__(layer, "hidden_size", 512)
+    object.__setattr__(layer, "hidden_size", 512)  # the size of c
+    with pytest.raises(ValueError, match=r"state0\[1\]"):
+        layer(np.ones((3, 2, 4), dtype))
+    object.__setattr__(layer, "output_size", 512)  # the size of h
     with pytest.raises(ValueError, match=r"state0\[0\]"):
         layer(np.ones((3, 2, 4), dtype))
     layer = fastrnn.LSTM(4, 8, dtype=dtype, backend="cython")
@@ -352,8 +433,8 @@ def test_ctrl_c_stops_a_pass_and_leaves_the_layer_usable(direction):
 # -- 6. fork during another thread's pass --------------------------------------------------------
 
 def test_fork_during_a_pass_leaves_the_child_its_blas_threads():
-    if threads._blas_thread_count() is None:
-        pytest.skip("the BLAS thread setting cannot be read")
+    if not threads._blas_controllers():
+        pytest.skip("threadpoolctl finds no BLAS whose thread setting a pass could change")
     result = run_script("""
         import os, threading, time
         import numpy as np

@@ -28,6 +28,7 @@ def every_module(dtype):
         "head_nobias": fastrnn.Linear(3, 2, bias=False, dtype=dtype, seed=5),
         "embed": fastrnn.Embedding(10, 3, dtype=dtype, seed=6),
         "lstm_nf": fastrnn.LSTM(3, 4, forget_gate=False, peephole=True, dtype=dtype, seed=7),
+        "lstm_proj": fastrnn.LSTM(3, 5, 2, bidirectional=True, proj_size=2, dtype=dtype, seed=11),
         "lstm_cell": fastrnn.LSTMCell(3, 4, forget_gate=False, dtype=dtype, seed=8),
         "gru_cell": fastrnn.GRUCell(3, 4, reset_after=False, bias=False, dtype=dtype, seed=9),
         "rnn_cell": fastrnn.RNNCell(3, 4, nonlinearity="relu", dtype=dtype, seed=10),

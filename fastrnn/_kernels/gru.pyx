@@ -13,11 +13,12 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
                                         panels_ptr, product, product_panels, step_matmul,
                                         step_panels)
 from fastrnn._kernels.scan cimport (Scan, Stop, add_operand, at, bias_ptr, check_backward,
-                                    check_forward, copy_state, init_scan,
+                                    check_cache, check_forward, copy_state, init_scan,
                                     input_gradient_products, input_projection, lengths_from,
                                     lengths_ptr, run_scan, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
@@ -47,6 +48,7 @@ cdef struct GruWork:
     void *dn      # (T, B, H): the n gradient as W_ih sees it (reset_after)
     void *drh     # (B, H): one step's d(r * h_{t-1}) (backward, reset_after=False)
     void *dh      # (B, H)
+    double *dh_sq  # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
@@ -95,10 +97,12 @@ cdef void backward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
     cdef floating *dn = <floating *>w.dn
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     cdef floating *drh = <floating *>w.drh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
         if stop_requested(stop, part):
             break
         t = s if rev else T - 1 - s
+        record_state_grad(dh_sq, rows, H, t, lengths, &dy[at(t, b0, B, H)], dh)
         if w.reset_after:
             gru_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], &hn[at(t, b0, B, H)],
                               &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
@@ -149,15 +153,16 @@ cdef void init_work(GruWork *w, bint is_double, int T, int B, int H, bint revers
     w.T, w.B, w.H, w.G, w.rev, w.lengths = T, B, H, 3 * H, reverse, lengths
 
 
-def forward(x, state0, params, lengths, reverse, reset_after=True):
+def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     """GRU forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
-    argument is checked against the weights' sizes first (TypeError/ValueError)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None. Every argument is checked against the weights' sizes first
+    (TypeError/ValueError)."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     if not isinstance(reset_after, (bool, np.bool_)):
         raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
-    cache.dtype, cache.T, cache.B, cache.D, cache.H, _ = check_forward(
+    cache.dtype, cache.T, cache.B, cache.D, cache.H, _, _ = check_forward(
         "GRU", x, state0, 1, params, lengths, (3,))
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
@@ -166,7 +171,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
         y, state_n = _forward[double](x, state0[0], params["w_ih"], params["w_hh"],
                                       params["b_ih"], params["b_hh"], lengths, reverse,
                                       reset_after, cache)
-    return y, state_n, cache
+    return y, state_n, cache if keep else None
 
 
 cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -190,8 +195,8 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, hn_or_rh = hn_or_rh_array
     cdef floating[:, :, ::1] y = y_array
     cdef floating[:, ::1] h_n = h_n_array, hproj = hproj_array
-    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(rows, D, G, dtype)
 
     init_scan(&scan, floating is double, True, B, forward_part, &work)
@@ -221,24 +226,36 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     return y_array, (h_n_array,)
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
-    argument is checked against the sizes of the forward call first (TypeError/ValueError)."""
-    if not isinstance(cache, _Cache):
-        raise TypeError(f"cache must be what this module's forward returned, got "
-                        f"{type(cache).__name__}")
-    cdef _Cache c = cache
-    check_backward("GRU", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, c.lengths), c.dtype,
-                   c.T, c.B, c.D, c.H, 3 * c.H)
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included; every argument is checked against the sizes of
+    the forward call first (TypeError/ValueError)."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    check_backward("GRU", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, None, c.lengths), c.dtype,
+                   c.T, c.B, c.D, c.H, 3 * c.H, c.H, norms)
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
-        return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
-                                c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
-                                grads["w_hh"], grads["b_ih"], grads["b_hh"])
-    return _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
-                             c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"], grads["w_hh"],
-                             grads["b_ih"], grads["b_hh"])
+        result = _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                  c.hs, c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
+                                  grads["w_hh"], grads["b_ih"], grads["b_hh"], sq)
+    else:
+        result = _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                   c.hs, c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
+                                   grads["w_hh"], grads["b_ih"], grads["b_hh"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
+    return result
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, 3, B, H), rows r, z, n; the
+    contract in fastrnn/_backends.py."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    T, B, G = c.gates.shape
+    return c.gates.reshape(T, B, 3, G // 3).transpose(0, 2, 1, 3).copy()
 
 
 cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
@@ -247,7 +264,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
                      const floating[:, :, ::1] hn_or_rh, bint reverse, bint reset_after,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                     floating[::1] db_hh):
+                     floating[::1] db_hh, double[:, ::1] sq):
     cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
     cdef int64_t rows = T * B
     cdef int rev = reverse
@@ -265,8 +282,8 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, ::1] dh = dh_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dbias_n = np.zeros((MAX_PARTS, H))
-    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
     cdef floating[::1] panels_ih = product_panels(rows, 2 * H if reset_after else G, D, dtype)
     cdef floating[::1] panels_n_ih = product_panels(rows, H, D, dtype) if reset_after else None
@@ -284,6 +301,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
         work.drh = &dn[0, 0, 0]  # one step
     work.gates, work.hs, work.dy = <void *>&gates[0, 0, 0], <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dgates, work.dh = &dgates[0, 0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     if reset_after:
         # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
         product(products, False, False, rows, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,

@@ -12,12 +12,13 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
                                         step_panels)
 from fastrnn._kernels.scan cimport (Scan, Stop, add_operand, at, bias_ptr, copy_state,
-                                    check_backward, check_forward, gate_gradient_products,
-                                    init_scan, input_projection, lengths_from, lengths_ptr,
-                                    run_scan, stop_requested)
+                                    check_backward, check_cache, check_forward,
+                                    gate_gradient_products, init_scan, input_projection,
+                                    lengths_from, lengths_ptr, run_scan, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -35,6 +36,7 @@ cdef struct RnnWork:
     const void *dy       # (T, B, H)
     void *dpre           # (T, B, H): the gradient w.r.t. the pre-activation
     void *dh             # (B, H)
+    double *dh_sq        # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
@@ -61,10 +63,12 @@ cdef void backward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
     cdef const floating *hs = <const floating *>w.hs
     cdef const floating *dy = <const floating *>w.dy
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
         if stop_requested(stop, part):
             break
         t = s if rev else T - 1 - s
+        record_state_grad(dh_sq, rows, H, t, lengths, &dy[at(t, b0, B, H)], dh)
         rnn_backward_step(rows, H, t, lengths, w.relu, &hs[at(t + 1 - rev, b0, B, H)],
                           &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
         # dh[rows] += dpre[t, rows] @ w_hh
@@ -95,16 +99,17 @@ cdef class _Cache:
     cdef bint reverse, relu
 
 
-def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
+def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True):
     """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
-    argument is checked against the weights' sizes first (TypeError/ValueError)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None. Every argument is checked against the weights' sizes first
+    (TypeError/ValueError)."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     relu = nonlinearity == "relu"
-    cache.dtype, cache.T, cache.B, cache.D, cache.H, _ = check_forward(
+    cache.dtype, cache.T, cache.B, cache.D, cache.H, _, _ = check_forward(
         "Elman RNN", x, state0, 1, params, lengths, (1,))
     if x.dtype == np.float32:
         y, state_n = _forward[float](x, state0[0], params["w_ih"], params["w_hh"], params["b_ih"],
@@ -113,7 +118,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
         y, state_n = _forward[double](x, state0[0], params["w_ih"], params["w_hh"],
                                       params["b_ih"], params["b_hh"], lengths, reverse, relu,
                                       cache)
-    return y, state_n, cache
+    return y, state_n, cache if keep else None
 
 
 cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -131,7 +136,7 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     h_n_array = empty((B, H), dtype)
     cdef floating[:, :, ::1] hs = hs_array, y = y_array
     cdef floating[:, ::1] h_n = h_n_array
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(rows, D, H, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
@@ -155,23 +160,37 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     return y_array, (h_n_array,)
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); every
-    argument is checked against the sizes of the forward call first (TypeError/ValueError)."""
-    if not isinstance(cache, _Cache):
-        raise TypeError(f"cache must be what this module's forward returned, got "
-                        f"{type(cache).__name__}")
-    cdef _Cache c = cache
-    check_backward("Elman RNN", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, c.lengths), c.dtype,
-                   c.T, c.B, c.D, c.H, c.H)
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included; every argument is checked against the sizes of
+    the forward call first (TypeError/ValueError)."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    check_backward("Elman RNN", dy, dstate_n, 1, grads, (c.x, c.w_ih, c.w_hh, None, c.lengths),
+                   c.dtype, c.T, c.B, c.D, c.H, c.H, c.H, norms)
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
-        return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs, c.reverse,
-                                c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"],
-                                grads["b_hh"])
-    return _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs, c.reverse,
-                             c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"])
+        result = _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                  c.reverse, c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"],
+                                  grads["b_hh"], sq)
+    else:
+        result = _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                   c.reverse, c.relu, grads["w_ih"], grads["w_hh"],
+                                   grads["b_ih"], grads["b_hh"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
+    return result
+
+
+def gate_activations(cache):
+    """The activations of the forward that made `cache`: (T, 1, B, H), h_t = act(...) of every
+    step (padded steps: the carried state); the contract in fastrnn/_backends.py."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    T = c.hs.shape[0] - 1
+    hs = c.hs[:T] if c.reverse else c.hs[1:]  # h_t sits at t + 1 - reverse
+    return hs[:, None].copy()
 
 
 cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
@@ -179,7 +198,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, ::1] w_hh, const int64_t[::1] lengths,
                      const floating[:, :, ::1] hs, bint reverse, bint relu,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                     floating[::1] db_hh):
+                     floating[::1] db_hh, double[:, ::1] sq):
     cdef int64_t T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], rows = T * B
     cdef int rev = reverse
     cdef RnnWork work
@@ -191,7 +210,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     cdef floating[:, :, ::1] dx = dx_array, dpre = dpre_array
     cdef floating[:, ::1] dh = dh_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, H))  # see ColumnSum
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(rows, H, D, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
@@ -202,6 +221,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     work.w_hh = add_operand(&scan, H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
     work.hs, work.dy = <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dpre, work.dh = &dpre[0, 0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     # dx = dpre @ w_ih; dw_ih += dpre.T @ x; dw_hh += dpre.T @ hs[rev:rev + T];
     # dbias = dpre.sum((0, 1))
     gate_gradient_products(&scan.products, rows, D, H, H, &dpre[0, 0, 0], &w_ih[0, 0],

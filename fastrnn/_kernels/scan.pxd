@@ -47,9 +47,12 @@ cdef Operand *add_operand(Scan *scan, int k, int n, const void *b, int ldb, bint
 cdef int run_scan(Scan *scan, int64_t macs) except -1
 cdef void check_signals(Stop *stop) noexcept nogil
 
-cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths, tuple gate_counts)
+cdef object check_cache(cache, type kind)
+cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths, tuple gate_counts,
+                         bint projection=*)
 cdef void check_backward(str cell, dy, dstate_n, int state_parts, grads, cache_arrays, dtype,
-                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G) except *
+                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G, int64_t Hh,
+                         norms) except *
 cdef object check_array(str name, array, dtype, tuple shape, bint writable=*)
 
 cdef void input_projection(Products *products, int rows, int D, int G, const void *x,

@@ -80,11 +80,14 @@ cdef object check_mapping(str name, value, tuple keys):
     return value
 
 
-cdef tuple check_state(str name, state, int parts, dtype, int64_t B, int64_t H):
-    if not isinstance(state, (tuple, list)) or len(state) != parts:
-        raise TypeError(f"{name} must be a tuple of {parts} arrays of shape {(B, H)}, "
-                        f"got {type(state).__name__}")
-    return tuple(check_array(f"{name}[{i}]", s, dtype, (B, H)) for i, s in enumerate(state))
+cdef tuple check_state(str name, state, tuple widths, dtype, int64_t B):
+    """`state`: one (B, width) array per entry of `widths` (h, then c)."""
+    shapes = tuple((B, width) for width in widths)
+    if not isinstance(state, (tuple, list)) or len(state) != len(widths):
+        raise TypeError(f"{name} must be a tuple of {len(widths)} arrays of shapes "
+                        f"{', '.join(map(str, shapes))}, got {type(state).__name__}")
+    return tuple(check_array(f"{name}[{i}]", s, dtype, shape)
+                 for i, (s, shape) in enumerate(zip(state, shapes)))
 
 
 cdef void check_biases(str name, biases, dtype, int64_t G, bint writable) except *:
@@ -106,11 +109,22 @@ cdef void check_lengths(lengths, int64_t T, int64_t B) except *:
                          f"{lengths.min()} to {lengths.max()}")
 
 
+cdef object check_cache(cache, type kind):
+    """`cache` if it is a `kind`, what the cell module's forward returned (with keep=True), else
+    TypeError."""
+    if not isinstance(cache, kind):
+        raise TypeError(f"cache must be what this module's forward returned with keep=True, got "
+                        f"{type(cache).__name__}")
+    return cache
+
+
 cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths,
-                         tuple gate_counts):
-    """The checked (dtype, T, B, D, H, G) of a cell's forward: x (T, B, D) float32 or float64;
-    params['w_hh'] (G, H) with G = k*H for k in `gate_counts`; w_ih (G, D); the biases; state0
-    (`state_parts` arrays (B, H)); lengths. Every size is checked before anything is allocated."""
+                         tuple gate_counts, bint projection=False):
+    """The checked (dtype, T, B, D, H, G, Hh) of a cell's forward: x (T, B, D) float32 or float64;
+    with `projection` (the LSTM) and params.get('w_hr') not None, w_hr (Hh, H), else Hh = H;
+    params['w_hh'] (G, Hh) with G = k*H for k in `gate_counts`; w_ih (G, D); the biases; state0
+    (`state_parts` arrays: h (B, Hh), then c (B, H)); lengths. Every size is checked before
+    anything is allocated."""
     if not isinstance(x, np.ndarray) or x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"x must be a float32 or float64 array, got "
                         f"{getattr(x, 'dtype', type(x).__name__)}")
@@ -122,38 +136,56 @@ cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths,
     if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
         raise ValueError(f"params['w_hh'] must be a 2-D array (G*H, H), got "
                          f"{getattr(w_hh, 'shape', type(w_hh).__name__)}")
-    H = w_hh.shape[1]
+    w_hr = params.get("w_hr") if projection else None
+    if w_hr is None:
+        H = Hh = w_hh.shape[1]
+    else:
+        if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2 or w_hr.shape[0] < 1:
+            raise ValueError(f"params['w_hr'] must be a 2-D array (proj_size, H), got "
+                             f"{getattr(w_hr, 'shape', type(w_hr).__name__)}")
+        Hh, H = w_hr.shape
     if H < 1 or w_hh.shape[0] not in [k * H for k in gate_counts]:
         rows = " or ".join(f"{k}*H" for k in gate_counts)
-        raise ValueError(f"params['w_hh'] of the {cell} cell must have shape ({rows}, H), got "
+        expected = f"({rows}, H)" if w_hr is None else (
+            f"({rows}, proj_size), H = {H} and proj_size = {Hh} as in params['w_hr']")
+        raise ValueError(f"params['w_hh'] of the {cell} cell must have shape {expected}, got "
                          f"{w_hh.shape}")
     G = w_hh.shape[0]
     T, B, D = x.shape
     check_sizes(T, B, D, H, G)
     check_array("x", x, dtype, (T, B, D))
     check_array("params['w_ih']", params["w_ih"], dtype, (G, D))
-    check_array("params['w_hh']", w_hh, dtype, (G, H))
+    check_array("params['w_hh']", w_hh, dtype, (G, Hh))
+    if w_hr is not None:
+        check_array("params['w_hr']", w_hr, dtype, (Hh, H))
     check_biases("params", (params["b_ih"], params["b_hh"]), dtype, G, False)
-    check_state("state0", state0, state_parts, dtype, B, H)
+    check_state("state0", state0, (Hh, H)[:state_parts], dtype, B)
     check_lengths(lengths, T, B)
-    return dtype, T, B, D, H, G
+    return dtype, T, B, D, H, G, Hh
 
 
 cdef void check_backward(str cell, dy, dstate_n, int state_parts, grads, cache_arrays, dtype,
-                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G) except *:
-    """Check a cell's backward against the sizes of its forward: dy (T, B, H), dstate_n, the
-    gradients (writable) and `cache_arrays` (x, w_ih, w_hh, lengths as forward got them: the
-    caller may have changed them in place since)."""
-    x, w_ih, w_hh, lengths = cache_arrays
-    check_array("dy", dy, dtype, (T, B, H))
-    check_state("dstate_n", dstate_n, state_parts, dtype, B, H)
+                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G, int64_t Hh,
+                         norms) except *:
+    """Check a cell's backward against the sizes of its forward: dy (T, B, Hh), dstate_n, the
+    gradients (writable; grads['w_hr'] with a projection), `norms` (None or float64
+    (state_parts, T), writable) and `cache_arrays` (x, w_ih, w_hh, w_hr, lengths as forward got
+    them, w_hr None without a projection: the caller may have changed them in place since)."""
+    x, w_ih, w_hh, w_hr, lengths = cache_arrays
+    check_array("dy", dy, dtype, (T, B, Hh))
+    check_state("dstate_n", dstate_n, (Hh, H)[:state_parts], dtype, B)
     check_mapping("grads", grads, ("w_ih", "w_hh", "b_ih", "b_hh"))
     check_array("grads['w_ih']", grads["w_ih"], dtype, (G, D), True)
-    check_array("grads['w_hh']", grads["w_hh"], dtype, (G, H), True)
+    check_array("grads['w_hh']", grads["w_hh"], dtype, (G, Hh), True)
     check_biases("grads", (grads["b_ih"], grads["b_hh"]), dtype, G, True)
+    if norms is not None:
+        check_array("norms", norms, np.float64, (state_parts, T), True)
     check_array("x (kept from forward)", x, dtype, (T, B, D))
     check_array("params['w_ih'] (kept from forward)", w_ih, dtype, (G, D))
-    check_array("params['w_hh'] (kept from forward)", w_hh, dtype, (G, H))
+    check_array("params['w_hh'] (kept from forward)", w_hh, dtype, (G, Hh))
+    if w_hr is not None:
+        check_array("grads['w_hr']", grads.get("w_hr"), dtype, (Hh, H), True)
+        check_array("params['w_hr'] (kept from forward)", w_hr, dtype, (Hh, H))
     check_lengths(lengths, T, B)
 
 
