@@ -6,7 +6,8 @@ suite gives pytest-benchmark's statistics for the same passes (float32, forward+
 import pytest
 
 import fastrnn
-from fastrnn.tools.bench import SHAPES, _fastrnn_pass, _torch_pass
+from fastrnn.tools.bench import _torch_pass
+from fastrnn.tools.bench_core import SHAPES, _fastrnn_pass
 
 BACKENDS = fastrnn.available_backends()
 

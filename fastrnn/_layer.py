@@ -122,9 +122,9 @@ class RecurrentLayer(Module):
         options = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
             options.append(f"num_layers={self.num_layers}")
-        for flag in ("bidirectional", "batch_first", "peephole"):
-            if getattr(self, flag):
-                options.append(f"{flag}=True")
+        for name in ("bidirectional", "batch_first", "peephole"):
+            if getattr(self, name):
+                options.append(f"{name}=True")
         if not self.bias:
             options.append("bias=False")
         if self.dropout:
