@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
                                         panels_ptr, product, product_panels, step_matmul,
                                         step_panels)
@@ -46,6 +47,7 @@ cdef struct GruWork:
     void *dn      # (T, B, H): the n gradient as W_ih sees it (reset_after)
     void *drh     # (B, H): one step's d(r * h_{t-1}) (backward, reset_after=False)
     void *dh      # (B, H)
+    double *dh_sq  # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nogil:
@@ -80,7 +82,7 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
                                &y[at(t, b0, B, H)])
 
 
-cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept nogil:
+cdef void backward_rows(GruWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *gates = <const floating *>w.gates
@@ -90,8 +92,10 @@ cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept n
     cdef floating *dn = <floating *>w.dn
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     cdef floating *drh = <floating *>w.drh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
         t = s if rev else T - 1 - s
+        record_state_grad(dh_sq, rows, H, t, lengths, &dy[at(t, b0, B, H)], dh)
         if w.reset_after:
             gru_backward_step(rows, H, t, lengths, &gates[at(t, b0, B, G)], &hn[at(t, b0, B, H)],
                               &hs[at(t + rev, b0, B, H)], &dy[at(t, b0, B, H)], dh,
@@ -121,9 +125,9 @@ cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
 cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, <float *>w.dgates)
 
 
 cdef class _Cache:
@@ -206,18 +210,33 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     return y_array, (h_n_array,)
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included."""
     cdef _Cache c = cache
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
-        return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
-                                c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
-                                grads["w_hh"], grads["b_ih"], grads["b_hh"])
-    return _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates, c.hs,
-                             c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"], grads["w_hh"],
-                             grads["b_ih"], grads["b_hh"])
+        result = _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                  c.hs, c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
+                                  grads["w_hh"], grads["b_ih"], grads["b_hh"], sq)
+    else:
+        result = _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.gates,
+                                   c.hs, c.hn_or_rh, c.reverse, c.reset_after, grads["w_ih"],
+                                   grads["w_hh"], grads["b_ih"], grads["b_hh"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
+    return result
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, 3, B, H), rows r, z, n; the
+    contract in fastrnn/_backends.py."""
+    cdef _Cache c = cache
+    T, B, G = c.gates.shape
+    return c.gates.reshape(T, B, 3, G // 3).transpose(0, 2, 1, 3).copy()
 
 
 cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
@@ -226,7 +245,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
                      const floating[:, :, ::1] hn_or_rh, bint reverse, bint reset_after,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                     floating[::1] db_hh):
+                     floating[::1] db_hh, double[:, ::1] sq):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = 3 * H
     cdef int rev = reverse
     cdef int64_t rows = <int64_t>T * B
@@ -263,6 +282,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
         work.drh = &dn[0, 0, 0]  # one step
     work.gates, work.hs, work.dy = <void *>&gates[0, 0, 0], <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dgates, work.dh = &dgates[0, 0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     if reset_after:
         # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
         product(products, False, False, T * B, D, 2 * H, &dgates[0, 0, 0], G, &w_ih[0, 0], D,

@@ -12,6 +12,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
                                         step_panels)
 from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
@@ -34,6 +35,7 @@ cdef struct RnnWork:
     const void *dy       # (T, B, H)
     void *dpre           # (T, B, H): the gradient w.r.t. the pre-activation
     void *dh             # (B, H)
+    double *dh_sq        # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(RnnWork *w, int b0, int b1, floating *hs) noexcept nogil:
@@ -50,14 +52,16 @@ cdef void forward_rows(RnnWork *w, int b0, int b1, floating *hs) noexcept nogil:
                          &hs[at(t + rev, b0, B, H)], &y[at(t, b0, B, H)])
 
 
-cdef void backward_rows(RnnWork *w, int b0, int b1, floating *dpre) noexcept nogil:
+cdef void backward_rows(RnnWork *w, int b0, int b1, int part, floating *dpre) noexcept nogil:
     cdef int T = w.T, B = w.B, H = w.H, rev = w.rev, rows = b1 - b0, s, t
     cdef const int64_t *lengths = lengths_from(w.lengths, b0)
     cdef const floating *hs = <const floating *>w.hs
     cdef const floating *dy = <const floating *>w.dy
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
         t = s if rev else T - 1 - s
+        record_state_grad(dh_sq, rows, H, t, lengths, &dy[at(t, b0, B, H)], dh)
         rnn_backward_step(rows, H, t, lengths, w.relu, &hs[at(t + 1 - rev, b0, B, H)],
                           &dy[at(t, b0, B, H)], dh, &dpre[at(t, b0, B, H)])
         # dh[rows] += dpre[t, rows] @ w_hh
@@ -75,9 +79,9 @@ cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
 cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dpre)
+        backward_rows(w, b0, b1, part, <double *>w.dpre)
     else:
-        backward_rows(w, b0, b1, <float *>w.dpre)
+        backward_rows(w, b0, b1, part, <float *>w.dpre)
 
 
 cdef class _Cache:
@@ -141,17 +145,34 @@ cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     return y_array, (h_n_array,)
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included."""
     cdef _Cache c = cache
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
-        return _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs, c.reverse,
-                                c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"],
-                                grads["b_hh"])
-    return _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs, c.reverse,
-                             c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"])
+        result = _backward[float](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                  c.reverse, c.relu, grads["w_ih"], grads["w_hh"], grads["b_ih"],
+                                  grads["b_hh"], sq)
+    else:
+        result = _backward[double](dy, dstate_n[0], c.x, c.w_ih, c.w_hh, c.lengths, c.hs,
+                                   c.reverse, c.relu, grads["w_ih"], grads["w_hh"],
+                                   grads["b_ih"], grads["b_hh"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
+    return result
+
+
+def gate_activations(cache):
+    """The activations of the forward that made `cache`: (T, 1, B, H), h_t = act(...) of every
+    step (padded steps: the carried state); the contract in fastrnn/_backends.py."""
+    cdef _Cache c = cache
+    T = c.hs.shape[0] - 1
+    hs = c.hs[:T] if c.reverse else c.hs[1:]  # h_t sits at t + 1 - reverse
+    return hs[:, None].copy()
 
 
 cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
@@ -159,7 +180,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
                      const floating[:, ::1] w_hh, const int64_t[::1] lengths,
                      const floating[:, :, ::1] hs, bint reverse, bint relu,
                      floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                     floating[::1] db_hh):
+                     floating[::1] db_hh, double[:, ::1] sq):
     cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2]
     cdef int rev = reverse
     cdef RnnWork work
@@ -182,6 +203,7 @@ cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
     work.w_hh = add_operand(&scan, H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
     work.hs, work.dy = <void *>&hs[0, 0, 0], &dy[0, 0, 0]
     work.dpre, work.dh = &dpre[0, 0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     # dx = dpre @ w_ih; dw_ih += dpre.T @ x; dw_hh += dpre.T @ hs[rev:rev + T];
     # dbias = dpre.sum((0, 1))
     gate_gradient_products(&scan.products, T * B, D, H, H, &dpre[0, 0, 0], &w_ih[0, 0],
