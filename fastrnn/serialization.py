@@ -152,7 +152,7 @@ def load(path, *, backend="auto"):
     ----------
     path : str or os.PathLike
     backend : str
-        The backend of the rebuilt recurrent layers ("auto", "cython" or "reference").
+        The backend of the rebuilt recurrent layers and cells ("auto", "cython" or "reference").
 
     Returns
     -------
@@ -228,8 +228,8 @@ def _build_module(path, name, entry, arrays, backend):
     if cls is None:
         raise ValueError(f"{path}: module {name!r} has unknown class {entry.get('class')!r}")
     config = dict(entry.get("config", {}))
-    if cls in (layers.LSTM, layers.GRU, layers.RNN):
-        config["backend"] = backend
+    if cls not in (simple_modules.Linear, simple_modules.Embedding):
+        config["backend"] = backend  # layers and cells
     try:
         module = cls(**config)
     except (TypeError, ValueError) as error:
