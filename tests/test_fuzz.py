@@ -235,8 +235,10 @@ def read_only_grad(layer):
 
 
 def reshaped_param(layer):
+    """Give a parameter another shape in place: always a change, whatever the sizes (a (1, 1) weight
+    gains a dimension)."""
     param = layer.params[sorted(layer.params)[0]]
-    param.shape = param.shape[::-1] if param.ndim == 2 and param.shape[0] != param.shape[1] else (1, -1)
+    param.shape = param.shape[::-1] if param.ndim == 2 and param.shape[0] != param.shape[1] else (1,) + param.shape
 
 
 # (name the message must contain, what to change: "x", "lengths", "state", "dy", "dstate" give a
