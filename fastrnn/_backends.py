@@ -47,7 +47,7 @@ def _kernel_module(cell):
         return None
     try:
         module = importlib.import_module(name)
-    except ImportError:
+    except Exception:  # not only ImportError: any error raised while the module initialises
         return None
     if not (hasattr(module, "forward") and hasattr(module, "backward")):
         return None

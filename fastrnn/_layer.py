@@ -12,7 +12,7 @@ import numpy as np
 from . import _backends
 from ._cells import CELLS
 from ._grad_mode import is_grad_enabled
-from ._checks import float_array, integer_array, positive_int, random_generator
+from ._checks import as_array, float_array, integer_array, positive_int, random_generator
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -126,16 +126,24 @@ class RecurrentLayer(Module):
 
     def forward(self, x, state=None, lengths=None):
         """Run the stack over `x`; returns `(y, state_n)` (docs/layers.md)."""
+        # Unbatched input (T, D), as torch takes it: run as a batch of one, (T, 1, D), and give
+        # y (T, H * dirs) and states (num_layers * dirs, H) back; batch_first does not apply.
+        x = as_array("x", x)
+        unbatched = x.ndim == 2
+        batch_first = self.batch_first and not unbatched
         # x and state are copied: the kernels keep them for backward, and the caller may reuse
         # their arrays in between.
-        x = float_array("x", x, self.dtype, (None, None, self.input_size), copy=True)
-        if self.batch_first:
+        x_shape = (None, self.input_size) if unbatched else (None, None, self.input_size)
+        x = float_array("x", x, self.dtype, x_shape, copy=True)
+        if unbatched:
+            x = x[:, None, :]
+        if batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
         steps, batch = x.shape[:2]
         if steps == 0 or batch == 0:
             raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
         lengths = _check_lengths(lengths, steps, batch)
-        states = self._check_state("state", state, batch, copy=True)
+        states = self._check_state("state", state, batch, copy=True, unbatched=unbatched)
 
         dirs, hidden = self.num_directions, self.hidden_size
         final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
@@ -164,21 +172,27 @@ class RecurrentLayer(Module):
             layer_caches.append(caches)
 
         # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, unbatched) if is_grad_enabled() else None
         y = layer_input
-        if self.batch_first:
+        if batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y, self._pack_state(final)
+        return self._unbatch(y, final, unbatched)
 
     def backward(self, dy, dstate=None):
         """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape = self._cached()
-        expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
+        layer_caches, masks, batch, y_shape, unbatched = self._cached()
+        batch_first = self.batch_first and not unbatched
+        if unbatched:
+            expected = (y_shape[0], y_shape[2])
+        else:
+            expected = (y_shape[1], y_shape[0], y_shape[2]) if batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
-        if self.batch_first:
+        if unbatched:
+            dy = dy.reshape(y_shape)
+        if batch_first:
             dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
-        dstates = self._check_state("dstate", dstate, batch)
+        dstates = self._check_state("dstate", dstate, batch, unbatched=unbatched)
         self._cache = None
 
         dirs, hidden = self.num_directions, self.hidden_size
@@ -200,9 +214,9 @@ class RecurrentLayer(Module):
                 dx *= masks[layer]
             dy_layer = dx
 
-        if self.batch_first:
+        if batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
-        return dy_layer, self._pack_state(initial)
+        return self._unbatch(dy_layer, initial, unbatched)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -212,9 +226,13 @@ class RecurrentLayer(Module):
             return np.zeros(shape, self.dtype)
         return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
-    def _check_state(self, name, state, batch, copy=False):
-        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+    def _check_state(self, name, state, batch, copy=False, unbatched=False):
+        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None.
+
+        With `unbatched` (B = 1) each array is given (layers*dirs, H), as torch takes it.
+        """
+        full_shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+        shape = (full_shape[0], full_shape[2]) if unbatched else full_shape
         if len(self.state_names) == 1:
             if isinstance(state, (tuple, list)):
                 raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, got a {type(state).__name__}")
@@ -229,11 +247,19 @@ class RecurrentLayer(Module):
         arrays = []
         for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
             label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
-            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
+            array = np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy)
+            arrays.append(array.reshape(full_shape))
         return arrays
 
     def _pack_state(self, arrays):
         return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+    def _unbatch(self, sequence, states, unbatched):
+        """(sequence, packed states) as returned: the batch axis of one dropped for unbatched input."""
+        if unbatched:
+            sequence = sequence.reshape(sequence.shape[0], sequence.shape[2])
+            states = [s.reshape(s.shape[0], s.shape[2]) for s in states]
+        return sequence, self._pack_state(states)
 
 
 def _check_dropout(dropout):

@@ -20,8 +20,8 @@
 #define FASTRNN_MATMUL_H
 #include "rows.h"
 
-/* The AVX-512 kernels need GCC's vector extensions and target attribute. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* The AVX-512 kernels need GCC's (or clang's) vector extensions and target attribute. */
+#if FASTRNN_AVX512_TARGET
 #define FASTRNN_PACKED_MATMUL 1
 static int packed_matmul_supported(void)
 {

@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "portable.h"
+
 /* exp for float, branch-free (clamps, integer exponent arithmetic) so that the loops calling it
  * vectorise, which libm's expf does not: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
  * exp(r) from Cephes' degree-7 polynomial. x is clamped to [-87.3, 88], where 2^n stays a normal
@@ -74,13 +76,14 @@ static inline double act_sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double act_tanh_d(double x) { return tanh(x); }
 
 /* The exported kernels are compiled three times, for baseline x86-64 (SSE2), x86-64-v3 (AVX2,
- * FMA) and x86-64-v4 (AVX-512), and the loader picks the best the CPU runs (GNU ifunc): the
+ * FMA) and x86-64-v4 (AVX-512), and the loader picks the best the CPU runs (see portable.h): the
  * portable build stays portable and the gate loops get the widest vectors the CPU has.
- * `flatten` inlines the row kernels into each version, so they are compiled for its instruction
- * set too. Elsewhere: one version. */
-#if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__GLIBC__)
+ * `flatten` (GCC) inlines the row kernels into each version, so they are compiled for its
+ * instruction set too. Elsewhere: one version. */
+#if FASTRNN_FLATTEN_CLONES
 #define KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), flatten))
+#elif FASTRNN_KERNEL_CLONES
+#define KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define KERNEL
 #endif
