@@ -32,8 +32,11 @@ docs/layers.md):
 
 Arguments reaching these functions are already validated by the driver.
 """
+from __future__ import annotations
+
 import importlib
 import warnings
+from typing import List, Optional
 
 from ._cells import CELLS
 
@@ -54,7 +57,7 @@ def _kernel_module(cell):
     return module
 
 
-def available_backends(cell=None):
+def available_backends(cell: Optional[str] = None) -> List[str]:
     """Names of the backends that can run here, in order of preference for "auto".
 
     Parameters

@@ -6,14 +6,17 @@ A cell backend knows one direction of one layer (the forward/backward pair of
 backward. `fastrnn.LSTM`, `GRU` and `RNN` are thin subclasses that name their cell.
 """
 import warnings
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backends
 from ._cells import CELLS
 from ._grad_mode import is_grad_enabled
 from ._checks import as_array, float_array, integer_array, positive_int, random_generator
 from ._module import Module
+from ._typing import State
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
 _PARAM_PREFIX = {
@@ -94,13 +97,24 @@ class RecurrentLayer(Module):
 
     # -- modes, parameters --------------------------------------------------------------
 
-    def train(self, mode=True):
-        """Training mode (dropout active between layers); returns self."""
+    def train(self, mode: bool = True) -> "RecurrentLayer":
+        """Set training mode (dropout active between layers) or, with `mode` False, evaluation.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True: training mode; False: evaluation mode (no dropout).
+
+        Returns
+        -------
+        RecurrentLayer
+            This layer.
+        """
         self.training = bool(mode)
         return self
 
-    def eval(self):
-        """Evaluation mode (no dropout); returns self."""
+    def eval(self) -> "RecurrentLayer":
+        """Set evaluation mode (no dropout); returns this layer."""
         return self.train(False)
 
     def __repr__(self):
@@ -124,8 +138,34 @@ class RecurrentLayer(Module):
 
     # -- forward and backward -----------------------------------------------------------
 
-    def forward(self, x, state=None, lengths=None):
-        """Run the stack over `x`; returns `(y, state_n)` (docs/layers.md)."""
+    def forward(self, x: ArrayLike, state: Optional[State] = None,
+                lengths: Optional[ArrayLike] = None) -> Tuple[np.ndarray, State]:
+        """Run the stack over the sequences `x` (docs/layers.md).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (T, B, D), (B, T, D) with batch_first, or (T, D)
+            The input sequences; (T, D) is one unbatched sequence, as torch takes it. Converted
+            to the layer dtype and copied.
+        state : array or tuple of arrays, optional
+            The initial state, shape (num_layers * dirs, B, H) each ((num_layers * dirs, H) for
+            unbatched x): h for GRU and RNN, the tuple (h, c) for LSTM. None: zeros.
+        lengths : array_like of int, shape (B,), optional
+            Valid steps of each sequence, 1 <= lengths[b] <= T: later steps keep the state and
+            output zeros. None: every sequence has T steps.
+
+        Returns
+        -------
+        y : numpy.ndarray, shape (T, B, H * dirs), (B, T, H * dirs) or (T, H * dirs)
+            The last layer's outputs, both directions concatenated, layer dtype.
+        state_n : array or tuple of arrays, shaped as `state`
+            The state after each sequence's last valid step, per layer and direction.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an input of the wrong shape or a non-float dtype, naming the argument.
+        """
         # Unbatched input (T, D), as torch takes it: run as a batch of one, (T, 1, D), and give
         # y (T, H * dirs) and states (num_layers * dirs, H) back; batch_first does not apply.
         x = as_array("x", x)
@@ -178,8 +218,28 @@ class RecurrentLayer(Module):
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
         return self._unbatch(y, final, unbatched)
 
-    def backward(self, dy, dstate=None):
-        """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
+    def backward(self, dy: ArrayLike, dstate: Optional[State] = None) -> Tuple[np.ndarray, State]:
+        """Backpropagate through the last forward call, adding the parameter gradients into `grads`.
+
+        Parameters
+        ----------
+        dy : array_like of float, shaped as forward's y
+            Gradient of the loss w.r.t. y.
+        dstate : array or tuple of arrays, optional
+            Gradient w.r.t. forward's state_n, shaped as it. None: zeros.
+
+        Returns
+        -------
+        dx : numpy.ndarray, shaped as forward's x
+            Gradient w.r.t. x, layer dtype.
+        dstate0 : array or tuple of arrays, shaped as forward's state
+            Gradient w.r.t. the initial state.
+
+        Raises
+        ------
+        RuntimeError
+            Without a forward call since the last backward (or under ``fastrnn.no_grad()``).
+        """
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
         layer_caches, masks, batch, y_shape, unbatched = self._cached()
         batch_first = self.batch_first and not unbatched

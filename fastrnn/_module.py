@@ -1,5 +1,8 @@
 """What every fastrnn layer shares: the params/grads dicts, their (de)serialisation, the cache."""
+from typing import Dict, Mapping
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import check_dtype, load_arrays
 
@@ -55,19 +58,30 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero, in place."""
         for grad in self.grads.values():
             grad.fill(0)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters, by name."""
         return {name: value.copy() for name, value in self.params.items()}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Copy `state_dict`'s arrays into the parameters in place, after checking every one.
 
-        Raises KeyError for a missing or unexpected name and ValueError/TypeError for a wrong
-        shape or a non-float array, naming the entry; nothing changes when any entry is wrong.
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like of float
+            One array per parameter name of `params`, of that parameter's shape (any float
+            dtype, converted).
+
+        Raises
+        ------
+        KeyError
+            For a missing or unexpected name.
+        ValueError, TypeError
+            For a wrong shape or a non-float array, naming the entry; nothing changes when any
+            entry is wrong.
         """
         load_arrays("state_dict", self.params, state_dict)

@@ -14,7 +14,12 @@ T-1 down to 0, each time with the gradient w.r.t. that step's output state: what
 output received plus what the next step's `backward` returned. `clear_tape()` drops records
 left over (for example after a forward whose loss was not backpropagated).
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _backends
 from ._cells import CELLS
@@ -22,6 +27,7 @@ from ._checks import float_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
 from ._layer import _PARAM_PREFIX
 from ._module import Module
+from ._typing import Seed, State
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
 
@@ -73,15 +79,15 @@ class RecurrentCell(Module):
         return f"{type(self).__name__}({', '.join(options)})"
 
     @property
-    def tape_length(self):
+    def tape_length(self) -> int:
         """The number of recorded steps that `backward` has not consumed yet."""
         return len(self._tape)
 
-    def clear_tape(self):
+    def clear_tape(self) -> None:
         """Drop every recorded step (their memory is freed)."""
         self._tape.clear()
 
-    def forward(self, x, state=None):
+    def forward(self, x: ArrayLike, state: Optional[State] = None) -> State:
         """One step: the state after it, from input `x` and the state before it.
 
         Parameters
@@ -111,7 +117,7 @@ class RecurrentCell(Module):
             self._tape.append((cache, batch, unbatched))
         return self._pack_state(state_n, unbatched)
 
-    def backward(self, dstate):
+    def backward(self, dstate: Optional[State]) -> Tuple[np.ndarray, State]:
         """BPTT through the most recently recorded step, which the call consumes.
 
         Parameters
@@ -174,7 +180,10 @@ class LSTMCell(RecurrentCell):
 
     Parameters
     ----------
-    input_size, hidden_size : int
+    input_size : int
+        Features of the input x, D (>= 1).
+    hidden_size : int
+        Hidden units, H (>= 1).
     bias : bool, default True
         With `bias_ih` and `bias_hh` (4·H,).
     peephole : bool, default False
@@ -183,13 +192,16 @@ class LSTMCell(RecurrentCell):
         False: the cell of Hochreiter & Schmidhuber 1997, gate rows i, g, o (3·H rows),
         c' = c + i ⊙ g; with peepholes, `weight_peephole` is (2, H).
     dtype : numpy.float32 or numpy.float64
+        The dtype of the parameters, states and gradients.
     backend : "auto", "cython" or "reference"
+        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
     seed : None, int or numpy.random.Generator
         Initial weights from U(-1/√H, 1/√H), as torch.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, forget_gate=True,
-                 dtype=np.float32, backend="auto", seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peephole: bool = False,
+                 forget_gate: bool = True, dtype: DTypeLike = np.float32, backend: str = "auto",
+                 seed: Seed = None) -> None:
         if not isinstance(forget_gate, (bool, np.bool_)):
             raise TypeError(f"forget_gate must be a bool, got {type(forget_gate).__name__}")
         self.forget_gate = bool(forget_gate)
@@ -202,14 +214,30 @@ class GRUCell(RecurrentCell):
     """One GRU step (gate rows r, z, n), as torch.nn.GRUCell; state h.
 
     h' = (1 - z) ⊙ n + z ⊙ h. `reset_after=True` (torch's and cuDNN's form) applies r to
-    W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014). Other parameters
-    as `LSTMCell`, with 3·H gate rows.
+    W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014).
+
+    Parameters
+    ----------
+    input_size : int
+        Features of the input x, D (>= 1).
+    hidden_size : int
+        Hidden units, H (>= 1).
+    bias : bool, default True
+        With `bias_ih` and `bias_hh` (3·H,).
+    reset_after : bool, default True
+        Where the reset gate applies, as above.
+    dtype : numpy.float32 or numpy.float64
+        The dtype of the parameters, states and gradients.
+    backend : "auto", "cython" or "reference"
+        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
+    seed : None, int or numpy.random.Generator
+        Initial weights from U(-1/√H, 1/√H), as torch.
     """
 
     cell = "gru"
 
-    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
-                 backend="auto", seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, backend: str = "auto", seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
                          reset_after=reset_after)
 
@@ -217,12 +245,27 @@ class GRUCell(RecurrentCell):
 class RNNCell(RecurrentCell):
     """One Elman step, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNNCell; state h.
 
-    `nonlinearity` is "tanh" (default) or "relu". Other parameters as `LSTMCell`, with H gate rows.
+    Parameters
+    ----------
+    input_size : int
+        Features of the input x, D (>= 1).
+    hidden_size : int
+        Hidden units, H (>= 1).
+    bias : bool, default True
+        With `bias_ih` and `bias_hh` (H,).
+    nonlinearity : "tanh" or "relu", default "tanh"
+        The activation act.
+    dtype : numpy.float32 or numpy.float64
+        The dtype of the parameters, states and gradients.
+    backend : "auto", "cython" or "reference"
+        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
+    seed : None, int or numpy.random.Generator
+        Initial weights from U(-1/√H, 1/√H), as torch.
     """
 
     cell = "rnn"
 
-    def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh", dtype=np.float32,
-                 backend="auto", seed=None):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, nonlinearity: str = "tanh",
+                 dtype: DTypeLike = np.float32, backend: str = "auto", seed: Seed = None) -> None:
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
                          nonlinearity=nonlinearity)

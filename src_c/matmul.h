@@ -38,7 +38,7 @@ static int packed_matmul_supported(void) { return 0; }
 #endif
 #else /* the body, for one REAL */
 
-static inline void SFX(colsum_row)(int n, const REAL *restrict a, double *restrict acc)
+ROW_KERNEL void SFX(colsum_row)(int n, const REAL *restrict a, double *restrict acc)
 {
     for (int j = 0; j < n; j++) acc[j] += (double)a[j];
 }

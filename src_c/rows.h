@@ -88,6 +88,15 @@ static inline double act_tanh_d(double x) { return tanh(x); }
 #define KERNEL
 #endif
 
+/* The row kernels (and helpers) the exported kernels call: inlined into each version, so that
+ * they are compiled for its instruction set. GCC does so through KERNEL's `flatten`; clang,
+ * which refuses `flatten` on clones and would call one baseline copy, through always_inline. */
+#if FASTRNN_KERNEL_CLONES && !FASTRNN_FLATTEN_CLONES
+#define ROW_KERNEL static inline __attribute__((always_inline))
+#else
+#define ROW_KERNEL static inline
+#endif
+
 #define VALID(b) (lengths == NULL || t < lengths[b])
 #define ROW(p, b, width) ((p) + (size_t)(b) * (width))
 #define SIGMOID SFX(act_sigmoid)
@@ -98,35 +107,35 @@ static inline double act_tanh_d(double x) { return tanh(x); }
 #endif /* FASTRNN_ROWS_H */
 #else  /* the body, for one REAL */
 
-static inline void SFX(copy_row)(REAL *restrict dst, const REAL *restrict src, int n)
+ROW_KERNEL void SFX(copy_row)(REAL *restrict dst, const REAL *restrict src, int n)
 {
     for (int j = 0; j < n; j++) dst[j] = src[j];
 }
 
-static inline void SFX(zero_row)(REAL *restrict dst, int n)
+ROW_KERNEL void SFX(zero_row)(REAL *restrict dst, int n)
 {
     for (int j = 0; j < n; j++) dst[j] = 0;
 }
 
 /* dst += src, skipped when src is NULL (a layer without bias). */
-static inline void SFX(add_row)(REAL *restrict dst, const REAL *restrict src, int n)
+ROW_KERNEL void SFX(add_row)(REAL *restrict dst, const REAL *restrict src, int n)
 {
     if (src == NULL) return;
     for (int j = 0; j < n; j++) dst[j] += src[j];
 }
 
-static inline void SFX(sigmoid_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(sigmoid_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = SIGMOID(x[j]);
 }
 
-static inline void SFX(tanh_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(tanh_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = TANH(x[j]);
 }
 
 /* An invalid row in forward: the state is carried over, the output is zero. */
-static inline void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
+ROW_KERNEL void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
                                   REAL *restrict y)
 {
     SFX(copy_row)(h, h_prev, H);

@@ -4,9 +4,15 @@ fastrnn uses PyTorch's parameter names and layout, so a state_dict loads as it i
 tensors are NumPy arrays; these helpers do that conversion, build a matching layer from a torch
 module, and refuse what fastrnn does not compute yet. Nothing here imports torch.
 """
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import layers
+from .._layer import RecurrentLayer
 
 __all__ = ["load_torch_state_dict", "from_torch"]
 
@@ -24,7 +30,7 @@ def _as_numpy(name, value):
     return array
 
 
-def load_torch_state_dict(layer, state_dict):
+def load_torch_state_dict(layer: RecurrentLayer, state_dict: Mapping[str, Any]) -> None:
     """Load a torch `nn.LSTM` / `nn.GRU` / `nn.RNN` state_dict (tensors or arrays) into `layer`.
 
     Parameters
@@ -50,7 +56,7 @@ def load_torch_state_dict(layer, state_dict):
     layer.load_state_dict({name: _as_numpy(name, value) for name, value in state_dict.items()})
 
 
-def from_torch(module, *, dtype=None, backend="auto"):
+def from_torch(module: Any, *, dtype: Optional[DTypeLike] = None, backend: str = "auto") -> RecurrentLayer:
     """A new fastrnn layer with the options and weights of a torch `nn.LSTM`, `nn.GRU` or `nn.RNN`.
 
     Parameters
