@@ -24,12 +24,32 @@ from numpy.typing import ArrayLike, DTypeLike
 from . import _backends
 from ._cells import CELLS
 from ._checks import float_array, positive_int, random_generator
+from ._docstrings import shared_sections
 from ._grad_mode import is_grad_enabled
 from ._layer import _PARAM_PREFIX
 from ._module import Module
 from ._typing import Seed, State
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
+
+_SIZE_PARAMETERS = """\
+    input_size : int
+        Features of the input x, D (>= 1).
+    hidden_size : int
+        Hidden units, H (>= 1).
+"""
+
+_COMMON_PARAMETERS = """\
+    dtype : numpy.float32 or numpy.float64
+        The dtype of the parameters, states and gradients.
+    backend : "auto", "cython" or "reference"
+        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
+    seed : None, int or numpy.random.Generator
+        Initial weights from U(-1/√H, 1/√H), as torch.
+"""
+
+_documented = shared_sections(size_parameters=_SIZE_PARAMETERS, common_parameters=_COMMON_PARAMETERS)
+
 
 
 class RecurrentCell(Module):
@@ -175,15 +195,13 @@ class RecurrentCell(Module):
         return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
+@_documented
 class LSTMCell(RecurrentCell):
     """One LSTM step (gate rows i, f, g, o), as torch.nn.LSTMCell; state (h, c).
 
     Parameters
     ----------
-    input_size : int
-        Features of the input x, D (>= 1).
-    hidden_size : int
-        Hidden units, H (>= 1).
+    %(size_parameters)s
     bias : bool, default True
         With `bias_ih` and `bias_hh` (4·H,).
     peephole : bool, default False
@@ -191,12 +209,7 @@ class LSTMCell(RecurrentCell):
     forget_gate : bool, default True
         False: the cell of Hochreiter & Schmidhuber 1997, gate rows i, g, o (3·H rows),
         c' = c + i ⊙ g; with peepholes, `weight_peephole` is (2, H).
-    dtype : numpy.float32 or numpy.float64
-        The dtype of the parameters, states and gradients.
-    backend : "auto", "cython" or "reference"
-        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
-    seed : None, int or numpy.random.Generator
-        Initial weights from U(-1/√H, 1/√H), as torch.
+    %(common_parameters)s
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peephole: bool = False,
@@ -210,6 +223,7 @@ class LSTMCell(RecurrentCell):
                          backend=backend, seed=seed)
 
 
+@_documented
 class GRUCell(RecurrentCell):
     """One GRU step (gate rows r, z, n), as torch.nn.GRUCell; state h.
 
@@ -218,20 +232,12 @@ class GRUCell(RecurrentCell):
 
     Parameters
     ----------
-    input_size : int
-        Features of the input x, D (>= 1).
-    hidden_size : int
-        Hidden units, H (>= 1).
+    %(size_parameters)s
     bias : bool, default True
         With `bias_ih` and `bias_hh` (3·H,).
     reset_after : bool, default True
         Where the reset gate applies, as above.
-    dtype : numpy.float32 or numpy.float64
-        The dtype of the parameters, states and gradients.
-    backend : "auto", "cython" or "reference"
-        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
-    seed : None, int or numpy.random.Generator
-        Initial weights from U(-1/√H, 1/√H), as torch.
+    %(common_parameters)s
     """
 
     cell = "gru"
@@ -242,25 +248,18 @@ class GRUCell(RecurrentCell):
                          reset_after=reset_after)
 
 
+@_documented
 class RNNCell(RecurrentCell):
     """One Elman step, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNNCell; state h.
 
     Parameters
     ----------
-    input_size : int
-        Features of the input x, D (>= 1).
-    hidden_size : int
-        Hidden units, H (>= 1).
+    %(size_parameters)s
     bias : bool, default True
         With `bias_ih` and `bias_hh` (H,).
     nonlinearity : "tanh" or "relu", default "tanh"
         The activation act.
-    dtype : numpy.float32 or numpy.float64
-        The dtype of the parameters, states and gradients.
-    backend : "auto", "cython" or "reference"
-        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
-    seed : None, int or numpy.random.Generator
-        Initial weights from U(-1/√H, 1/√H), as torch.
+    %(common_parameters)s
     """
 
     cell = "rnn"

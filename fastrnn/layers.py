@@ -4,20 +4,12 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._docstrings import shared_sections
 from ._layer import RecurrentLayer
 from ._typing import Seed
 
 
-class LSTM(RecurrentLayer):
-    """Long short-term memory layer (gate rows i, f, g, o), optionally with peepholes.
-
-    `forget_gate=False` gives the cell of Hochreiter & Schmidhuber 1997 (gate rows i, g, o,
-    c_t = c_{t-1} + i * g); with peepholes, it has the rows p_i and p_o only (w_peep (2, H)).
-    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays ((num_layers * dirs, H) for
-    unbatched input). See docs/math.md and docs/layers.md.
-
-    Parameters
-    ----------
+_SHAPE_PARAMETERS = """\
     input_size : int
         Features per step of the input, D (>= 1).
     hidden_size : int
@@ -33,10 +25,9 @@ class LSTM(RecurrentLayer):
         Also run every layer backwards in time (dirs = 2), outputs concatenated on the last axis.
     dropout : float, default 0.0
         Probability in [0, 1] of zeroing an input element of layers l > 0, in training mode.
-    peephole : bool, default False
-        Add the peephole weights ``weight_peephole_l*`` (3, H), or (2, H) without forget gate.
-    forget_gate : bool, default True
-        False: the LSTM without forget gate (gate rows i, g, o).
+"""
+
+_COMMON_PARAMETERS = """\
     dtype : numpy dtype, default numpy.float32
         float32 or float64: the dtype of the parameters, outputs and gradients (inputs of other
         float dtypes are converted).
@@ -53,6 +44,27 @@ class LSTM(RecurrentLayer):
     ``grads``: dicts of arrays with PyTorch's names and shapes (``weight_ih_l0`` (G * H, D),
     ``weight_hh_l0`` (G * H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G * H,), suffix ``_reverse`` for
     the backward direction), G the number of gate rows. See docs/layers.md and docs/math.md.
+"""
+_documented = shared_sections(shape_parameters=_SHAPE_PARAMETERS, common_parameters=_COMMON_PARAMETERS)
+
+
+@_documented
+class LSTM(RecurrentLayer):
+    """Long short-term memory layer (gate rows i, f, g, o), optionally with peepholes.
+
+    `forget_gate=False` gives the cell of Hochreiter & Schmidhuber 1997 (gate rows i, g, o,
+    c_t = c_{t-1} + i * g); with peepholes, it has the rows p_i and p_o only (w_peep (2, H)).
+    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays ((num_layers * dirs, H) for
+    unbatched input). See docs/math.md and docs/layers.md.
+
+    Parameters
+    ----------
+    %(shape_parameters)s
+    peephole : bool, default False
+        Add the peephole weights ``weight_peephole_l*`` (3, H), or (2, H) without forget gate.
+    forget_gate : bool, default True
+        False: the LSTM without forget gate (gate rows i, g, o).
+    %(common_parameters)s
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, bias: bool = True,
@@ -72,6 +84,7 @@ class LSTM(RecurrentLayer):
         return {} if self.forget_gate else {"forget_gate": False}
 
 
+@_documented
 class GRU(RecurrentLayer):
     """Gated recurrent unit layer (gate rows r, z, n), h_t = (1 - z) * n + z * h_{t-1}.
 
@@ -81,39 +94,10 @@ class GRU(RecurrentLayer):
 
     Parameters
     ----------
-    input_size : int
-        Features per step of the input, D (>= 1).
-    hidden_size : int
-        Hidden units per direction, H (>= 1).
-    num_layers : int, default 1
-        Stacked layers; layer l > 0 reads the (T, B, H * dirs) output of layer l - 1.
-    bias : bool, default True
-        Whether the layer has the biases b_ih and b_hh.
-    batch_first : bool, default False
-        Whether batched input and output are (B, T, ·) instead of (T, B, ·). States are always
-        (num_layers * dirs, B, H); unbatched input is unaffected.
-    bidirectional : bool, default False
-        Also run every layer backwards in time (dirs = 2), outputs concatenated on the last axis.
-    dropout : float, default 0.0
-        Probability in [0, 1] of zeroing an input element of layers l > 0, in training mode.
+    %(shape_parameters)s
     reset_after : bool, default True
         Where the reset gate applies, as above.
-    dtype : numpy dtype, default numpy.float32
-        float32 or float64: the dtype of the parameters, outputs and gradients (inputs of other
-        float dtypes are converted).
-    backend : {"auto", "cython", "reference"}, default "auto"
-        "cython": the compiled kernels; "reference": the pure-NumPy cells; "auto": the compiled
-        kernels when they import, else the reference with a RuntimeWarning.
-    seed : int, numpy.random.Generator or None, default None
-        Source of the initial weights (uniform in ±1/sqrt(H)) and of the dropout masks.
-
-    Notes
-    -----
-    Call the layer (or ``forward``) with x (T, B, D) (``batch_first``: (B, T, D)) or an unbatched
-    x (T, D); ``backward`` backpropagates through that call. Parameters ``params``, gradients
-    ``grads``: dicts of arrays with PyTorch's names and shapes (``weight_ih_l0`` (G * H, D),
-    ``weight_hh_l0`` (G * H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G * H,), suffix ``_reverse`` for
-    the backward direction), G the number of gate rows. See docs/layers.md and docs/math.md.
+    %(common_parameters)s
     """
 
     cell = "gru"
@@ -127,6 +111,7 @@ class GRU(RecurrentLayer):
                          backend=backend, seed=seed, reset_after=reset_after)
 
 
+@_documented
 class RNN(RecurrentLayer):
     """Elman recurrent layer, h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act tanh or relu.
 
@@ -135,39 +120,10 @@ class RNN(RecurrentLayer):
 
     Parameters
     ----------
-    input_size : int
-        Features per step of the input, D (>= 1).
-    hidden_size : int
-        Hidden units per direction, H (>= 1).
-    num_layers : int, default 1
-        Stacked layers; layer l > 0 reads the (T, B, H * dirs) output of layer l - 1.
-    bias : bool, default True
-        Whether the layer has the biases b_ih and b_hh.
-    batch_first : bool, default False
-        Whether batched input and output are (B, T, ·) instead of (T, B, ·). States are always
-        (num_layers * dirs, B, H); unbatched input is unaffected.
-    bidirectional : bool, default False
-        Also run every layer backwards in time (dirs = 2), outputs concatenated on the last axis.
-    dropout : float, default 0.0
-        Probability in [0, 1] of zeroing an input element of layers l > 0, in training mode.
+    %(shape_parameters)s
     nonlinearity : {"tanh", "relu"}, default "tanh"
         The activation act.
-    dtype : numpy dtype, default numpy.float32
-        float32 or float64: the dtype of the parameters, outputs and gradients (inputs of other
-        float dtypes are converted).
-    backend : {"auto", "cython", "reference"}, default "auto"
-        "cython": the compiled kernels; "reference": the pure-NumPy cells; "auto": the compiled
-        kernels when they import, else the reference with a RuntimeWarning.
-    seed : int, numpy.random.Generator or None, default None
-        Source of the initial weights (uniform in ±1/sqrt(H)) and of the dropout masks.
-
-    Notes
-    -----
-    Call the layer (or ``forward``) with x (T, B, D) (``batch_first``: (B, T, D)) or an unbatched
-    x (T, D); ``backward`` backpropagates through that call. Parameters ``params``, gradients
-    ``grads``: dicts of arrays with PyTorch's names and shapes (``weight_ih_l0`` (G * H, D),
-    ``weight_hh_l0`` (G * H, H), ``bias_ih_l0``, ``bias_hh_l0`` (G * H,), suffix ``_reverse`` for
-    the backward direction), G the number of gate rows. See docs/layers.md and docs/math.md.
+    %(common_parameters)s
     """
 
     cell = "rnn"
