@@ -1,4 +1,4 @@
-"""pytest-benchmark suite for SPEC §7: `pytest benchmarks/ --benchmark-group-by=group`.
+"""pytest-benchmark suite over the shapes of docs/performance.md §9: `pytest benchmarks/ --benchmark-group-by=group`.
 
 The comparison table with interleaved repeats and GEMM share is `python -m fastrnn bench`; this
 suite gives pytest-benchmark's statistics for the same passes (float32, forward+backward).
@@ -6,7 +6,8 @@ suite gives pytest-benchmark's statistics for the same passes (float32, forward+
 import pytest
 
 import fastrnn
-from fastrnn.tools.bench import SHAPES, _fastrnn_pass, _torch_pass
+from fastrnn.tools.bench import _torch_pass
+from fastrnn.tools.bench_core import SHAPES, _fastrnn_pass
 
 BACKENDS = fastrnn.available_backends()
 

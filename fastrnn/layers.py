@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import DTypeLike
 
+from ._checks import flag
 from ._docstrings import shared_sections
 from ._layer import RecurrentLayer
 from ._typing import Seed
@@ -71,14 +72,12 @@ class LSTM(RecurrentLayer):
                  batch_first: bool = False, bidirectional: bool = False, dropout: float = 0.0,
                  peephole: bool = False, forget_gate: bool = True, dtype: DTypeLike = np.float32,
                  backend: str = "auto", seed: Seed = None) -> None:
-        for name, flag in (("peephole", peephole), ("forget_gate", forget_gate)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        self.forget_gate = bool(forget_gate)
+        self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
                          dtype=dtype, backend=backend, seed=seed)
+        self._fix_attributes("forget_gate")
 
     def _repr_options(self):
         return {} if self.forget_gate else {"forget_gate": False}

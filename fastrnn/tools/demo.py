@@ -14,8 +14,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import GRU, LSTM, RNN, available_backends, no_grad
-from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, output_problem,
-                   positive_float, positive_int, write_json)
+from ._cli import (add_backend_arguments, int_at_least, name_list, positive_float, positive_int,
+                   training_backend, write_json)
 from ..clip import clip_grad_norm
 from ..losses import mse
 from ..modules import Linear
@@ -188,11 +188,7 @@ def lesson(results, seq_len):
 
 def run(args):
     """Train, evaluate and report; returns the exit code."""
-    problem = args.json and output_problem(args.json, "--json")
-    if problem:
-        print(f"fastrnn demo: error: {problem}", file=sys.stderr)  # now, not after training
-        return 2
-    backend = choose_backend(args.backend, "demo")
+    backend = training_backend(args, "demo")
     if backend is None:
         return 2
     init_seed, data_seed, test_seed = np.random.SeedSequence(args.seed).spawn(3)
