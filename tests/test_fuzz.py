@@ -244,7 +244,7 @@ def reshaped_param(layer):
 # (name the message must contain, what to change: "x", "lengths", "state", "dy", "dstate" give a
 # function of (problem, layer, good value) -> bad value; "layer" a function changing the layer)
 BAD = {
-    "x 2-d": ("x", "x", lambda p, l, x: x[0]),
+    "x 1-d": ("x", "x", lambda p, l, x: x[0, 0]),  # 2-d x is valid: one unbatched sequence
     "x wrong size": ("x", "x", lambda p, l, x: np.zeros(x.shape[:2] + (x.shape[2] + 1,))),
     "x integers": ("x", "x", lambda p, l, x: np.ones(x.shape, np.int64)),
     "x complex": ("x", "x", lambda p, l, x: np.ones(x.shape, np.complex128)),

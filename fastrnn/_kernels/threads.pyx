@@ -223,7 +223,9 @@ def _forget_helpers():
     _helpers_started, _helpers_taken = 1, False
 
 
-os.register_at_fork(after_in_child=_forget_helpers)
+# Windows has no fork, and no os.register_at_fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_helpers)
 
 
 cdef void acquire(PyThread_type_lock lock) noexcept nogil:
