@@ -46,8 +46,11 @@ one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see
 
 Arguments reaching these functions are already validated by the driver.
 """
+from __future__ import annotations
+
 import importlib
 import warnings
+from typing import List, Optional
 
 from ._cells import CELLS
 
@@ -61,14 +64,14 @@ def _kernel_module(cell):
         return None
     try:
         module = importlib.import_module(name)
-    except ImportError:
+    except Exception:  # not only ImportError: any error raised while the module initialises
         return None
     if not (hasattr(module, "forward") and hasattr(module, "backward")):
         return None
     return module
 
 
-def available_backends(cell=None):
+def available_backends(cell: Optional[str] = None) -> List[str]:
     """Names of the backends that can run here, in order of preference for "auto".
 
     Parameters

@@ -6,16 +6,19 @@ A cell backend knows one direction of one layer (the forward/backward pair of
 backward. `fastrnn.LSTM`, `GRU` and `RNN` are thin subclasses that name their cell.
 """
 import warnings
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backends
 from ._cells import CELLS
-from ._checks import flag, float_array, integer_array, positive_int, random_generator
+from ._checks import as_array, flag, float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
 from ._gate_statistics import gate_statistics
 from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._module import Module
+from ._typing import State
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
 _PARAM_PREFIX = {
@@ -131,13 +134,24 @@ class RecurrentLayer(Module):
 
     # -- modes, parameters --------------------------------------------------------------
 
-    def train(self, mode=True):
-        """Training mode (dropout active between layers); returns self."""
+    def train(self, mode: bool = True) -> "RecurrentLayer":
+        """Set training mode (dropout active between layers) or, with `mode` False, evaluation.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True: training mode; False: evaluation mode (no dropout).
+
+        Returns
+        -------
+        RecurrentLayer
+            This layer.
+        """
         self.training = bool(mode)
         return self
 
-    def eval(self):
-        """Evaluation mode (no dropout); returns self."""
+    def eval(self) -> "RecurrentLayer":
+        """Set evaluation mode (no dropout); returns this layer."""
         return self.train(False)
 
     def __repr__(self):
@@ -167,12 +181,46 @@ class RecurrentLayer(Module):
 
     # -- forward and backward -----------------------------------------------------------
 
-    def forward(self, x, state=None, lengths=None):
-        """Run the stack over `x`; returns `(y, state_n)` (docs/layers.md)."""
+    def forward(self, x: ArrayLike, state: Optional[State] = None,
+                lengths: Optional[ArrayLike] = None) -> Tuple[np.ndarray, State]:
+        """Run the stack over the sequences `x` (docs/layers.md).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (T, B, D), (B, T, D) with batch_first, or (T, D)
+            The input sequences; (T, D) is one unbatched sequence, as torch takes it. Converted
+            to the layer dtype and copied.
+        state : array or tuple of arrays, optional
+            The initial state, shape (num_layers * dirs, B, H) each ((num_layers * dirs, H) for
+            unbatched x): h for GRU and RNN, the tuple (h, c) for LSTM. None: zeros.
+        lengths : array_like of int, shape (B,), optional
+            Valid steps of each sequence, 1 <= lengths[b] <= T: later steps keep the state and
+            output zeros. None: every sequence has T steps.
+
+        Returns
+        -------
+        y : numpy.ndarray, shape (T, B, H * dirs), (B, T, H * dirs) or (T, H * dirs)
+            The last layer's outputs, both directions concatenated, layer dtype.
+        state_n : array or tuple of arrays, shaped as `state`
+            The state after each sequence's last valid step, per layer and direction.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an input of the wrong shape or a non-float dtype, naming the argument.
+        """
+        # Unbatched input (T, D), as torch takes it: run as a batch of one, (T, 1, D), and give
+        # y (T, H * dirs) and states (num_layers * dirs, H) back; batch_first does not apply.
+        x = as_array("x", x)
+        unbatched = x.ndim == 2
+        batch_first = self.batch_first and not unbatched
         # x and state are copied: the kernels keep them for backward, and the caller may reuse
         # their arrays in between.
-        x = float_array("x", x, self.dtype, (None, None, self.input_size), copy=True)
-        if self.batch_first:
+        x_shape = (None, self.input_size) if unbatched else (None, None, self.input_size)
+        x = float_array("x", x, self.dtype, x_shape, copy=True)
+        if unbatched:
+            x = x[:, None, :]
+        if batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
         steps, batch = x.shape[:2]
         if steps == 0 or batch == 0:
@@ -182,7 +230,7 @@ class RecurrentLayer(Module):
             # Whatever the padding holds (NaN, inf) must not matter: the weight gradient sums
             # x over every step, so 0 * NaN there would poison it. x is our copy.
             x[_padding(lengths, steps)] = 0
-        states = self._check_state("state", state, batch, copy=True)
+        states = self._check_state("state", state, batch, copy=True, unbatched=unbatched)
 
         dirs = self.num_directions
         keep = is_grad_enabled()  # under fastrnn.no_grad() the kernels keep nothing for backward
@@ -211,21 +259,48 @@ class RecurrentLayer(Module):
             layer_input = outputs[0] if dirs == 1 else np.concatenate(outputs, axis=2)
             layer_caches.append(caches)
 
-        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if keep else None
+        # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths, unbatched) if keep else None
         y = layer_input
-        if self.batch_first:
+        if batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y, self._pack_state(final)
+        return self._unbatch(y, final, unbatched)
 
-    def backward(self, dy, dstate=None):
-        """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
+    def backward(self, dy: ArrayLike, dstate: Optional[State] = None) -> Tuple[np.ndarray, State]:
+        """Backpropagate through the last forward call, adding the parameter gradients into `grads`.
+
+        Parameters
+        ----------
+        dy : array_like of float, shaped as forward's y
+            Gradient of the loss w.r.t. y.
+        dstate : array or tuple of arrays, optional
+            Gradient w.r.t. forward's state_n, shaped as it. None: zeros.
+
+        Returns
+        -------
+        dx : numpy.ndarray, shaped as forward's x
+            Gradient w.r.t. x, layer dtype.
+        dstate0 : array or tuple of arrays, shaped as forward's state
+            Gradient w.r.t. the initial state.
+
+        Raises
+        ------
+        RuntimeError
+            Without a forward call since the last backward (or under ``fastrnn.no_grad()``).
+        """
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape, lengths = self._cached()
-        expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
+        layer_caches, masks, batch, y_shape, lengths, unbatched = self._cached()
+        batch_first = self.batch_first and not unbatched
+        if unbatched:
+            expected = (y_shape[0], y_shape[2])
+        else:
+            expected = (y_shape[1], y_shape[0], y_shape[2]) if batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
-        if self.batch_first:
+        if unbatched:
+            dy = dy.reshape(y_shape)
+        if batch_first:
             dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
-        dstates = self._check_state("dstate", dstate, batch)
+        dstates = self._check_state("dstate", dstate, batch, unbatched=unbatched)
         if lengths is not None:
             dy = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy)  # see forward
         self._cache = None
@@ -256,9 +331,9 @@ class RecurrentLayer(Module):
 
         if record is not None:
             self.gradient_norms = record
-        if self.batch_first:
+        if batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
-        return dy_layer, self._pack_state(initial)
+        return self._unbatch(dy_layer, initial, unbatched)
 
     def gate_statistics(self):
         """How saturated the gates of the last forward call are (docs/layers.md §13).
@@ -279,7 +354,7 @@ class RecurrentLayer(Module):
                 f"{type(self).__name__}.gate_statistics needs the cache of a forward call run "
                 "outside fastrnn.no_grad() and before backward"
             )
-        layer_caches, _, _, _, lengths = self._cache
+        layer_caches, _, _, _, lengths, _ = self._cache
         return {
             (layer, direction): gate_statistics(
                 CELLS[self.cell], self._gate_activations_fn(cache), lengths, **self._cell_options
@@ -303,9 +378,13 @@ class RecurrentLayer(Module):
         return [(units, batch, self.output_size if part == "h" else self.hidden_size)
                 for part in self.state_names]
 
-    def _check_state(self, name, state, batch, copy=False):
-        """The state (or its gradient) as a list of arrays of _state_shapes, zeros for None."""
-        shapes = self._state_shapes(batch)
+    def _check_state(self, name, state, batch, copy=False, unbatched=False):
+        """The state (or its gradient) as a list of arrays of _state_shapes, zeros for None.
+
+        With `unbatched` (B = 1) each array is given (layers*dirs, H), as torch takes it.
+        """
+        full_shapes = self._state_shapes(batch)
+        shapes = [(units, size) for units, _, size in full_shapes] if unbatched else full_shapes
         shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         if len(self.state_names) == 1:
             if isinstance(state, (tuple, list)):
@@ -319,13 +398,21 @@ class RecurrentLayer(Module):
                 raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shapes {shape}, got {type(state).__name__}")
             parts = state
         arrays = []
-        for index, (part_name, part, part_shape) in enumerate(zip(self.state_names, parts, shapes)):
+        for index, (part_name, part, part_shape, full_shape) in enumerate(zip(self.state_names, parts, shapes, full_shapes)):
             label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
-            arrays.append(np.zeros(part_shape, self.dtype) if part is None else float_array(label, part, self.dtype, part_shape, copy))
+            array = np.zeros(part_shape, self.dtype) if part is None else float_array(label, part, self.dtype, part_shape, copy)
+            arrays.append(array.reshape(full_shape))
         return arrays
 
     def _pack_state(self, arrays):
         return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+    def _unbatch(self, sequence, states, unbatched):
+        """(sequence, packed states) as returned: the batch axis of one dropped for unbatched input."""
+        if unbatched:
+            sequence = sequence.reshape(sequence.shape[0], sequence.shape[2])
+            states = [s.reshape(s.shape[0], s.shape[2]) for s in states]
+        return sequence, self._pack_state(states)
 
 
 def _check_dropout(dropout):

@@ -10,7 +10,7 @@
 #else /* the body, for one REAL */
 
 /* max(x, 0) that keeps NaN (as np.maximum does): the comparison is false for NaN. */
-static inline void SFX(relu_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(relu_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = x[j] < 0 ? 0 : x[j];
 }
@@ -38,7 +38,7 @@ KERNEL void SFX(rnn_forward_step)(int B, int H, int64_t t, const int64_t *length
 /* The activation's derivative, read off its output h: relu' = [h > 0], tanh' = 1 - h^2. The
  * ReLU's is a multiplication, not a selection, so that NaN or inf in the incoming gradient
  * propagates where the unit is off, as in the reference (dh * (h > 0)). */
-static inline void SFX(rnn_backward_row)(int H, int relu, const REAL *restrict h,
+ROW_KERNEL void SFX(rnn_backward_row)(int H, int relu, const REAL *restrict h,
                                   const REAL *restrict dy, REAL *restrict dh,
                                   REAL *restrict dpre)
 {

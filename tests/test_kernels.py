@@ -83,7 +83,9 @@ def step_products(request):
     """Per-step (and whole-sequence, from PACKED_MIN_ROWS rows) products in matmul_packed
     (AVX-512 CPUs) or in BLAS, for the test's duration."""
     if request.param == "packed" and not products._packed_products_supported():
-        pytest.skip("this CPU has no AVX-512: per-step products always use BLAS")
+        reason = ("this CPU lacks AVX-512" if products._packed_products_compiled()
+                  else "this build's compiler lacks the AVX-512 target")
+        pytest.skip(f"{reason}: per-step products always use BLAS")
     previous = products._use_packed_products(request.param == "packed")
     yield request.param
     products._use_packed_products(previous)

@@ -248,3 +248,16 @@ def test_onnx_and_keras_conversions_refuse_a_projection():
 
     with pytest.raises(ValueError, match="proj_size=2"):
         onnx_interop.to_onnx(layer)
+
+
+def test_onnx_and_keras_conversions_refuse_an_lstm_without_forget_gate():
+    from fastrnn.interop import keras as keras_interop
+
+    layer = fastrnn.LSTM(3, 6, forget_gate=False, seed=0)
+    with pytest.raises(ValueError, match="forget_gate=False: ONNX's and Keras's LSTM always have a forget gate"):
+        keras_interop.to_keras_weights(layer)
+    pytest.importorskip("onnx")
+    from fastrnn.interop import onnx as onnx_interop
+
+    with pytest.raises(ValueError, match="forget_gate=False"):
+        onnx_interop.to_onnx(layer)

@@ -65,6 +65,7 @@ def test_round_trip_of_every_module_and_optimizer(tmp_path, dtype, kind):
     for name, module in models.items():
         back = loaded.modules[name]
         assert type(back) is type(module) and without_backend(back) == without_backend(module)
+        assert getattr(back, "backend", "reference") == "reference"  # layers and cells alike
         assert getattr(back, "training", None) == getattr(module, "training", None)
         assert back.params.keys() == module.params.keys()
         for key, value in module.params.items():

@@ -14,8 +14,8 @@ from libc.string cimport memset
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from fastrnn._kernels.buffers cimport empty
-from fastrnn._kernels.matmul cimport (colsum, matmul_packed, matmul_tn, pack_panels,
-                                      packed_matmul_supported, packed_size)
+from fastrnn._kernels.matmul cimport (FASTRNN_PACKED_MATMUL, colsum, matmul_packed, matmul_tn,
+                                      pack_panels, packed_matmul_supported, packed_size)
 from fastrnn._kernels.threads cimport MAX_PARTS, part_start
 
 cdef enum:
@@ -71,8 +71,13 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
 cdef bint _packed_products = packed_matmul_supported()
 
 
+def _packed_products_compiled():
+    """Whether this build's compiler built matmul_packed (GCC or clang on x86-64)."""
+    return bool(FASTRNN_PACKED_MATMUL)
+
+
 def _packed_products_supported():
-    """Whether this CPU runs matmul_packed."""
+    """Whether matmul_packed runs here: compiled in, and this CPU has AVX-512 and FMA."""
     return bool(packed_matmul_supported())
 
 

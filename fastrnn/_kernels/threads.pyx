@@ -228,7 +228,9 @@ def _after_fork_in_child():
     _passes_running = 0
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+# Windows has no fork, and no os.register_at_fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef void acquire(PyThread_type_lock lock) noexcept nogil:

@@ -5,9 +5,15 @@ tensors are NumPy arrays; these helpers do that conversion, build a matching lay
 module (`proj_size` LSTMs included: their `weight_hr_l*` projections load as they are). Nothing
 here imports torch.
 """
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import layers
+from .._layer import RecurrentLayer
 
 __all__ = ["load_torch_state_dict", "from_torch"]
 
@@ -25,7 +31,7 @@ def _as_numpy(name, value):
     return array
 
 
-def load_torch_state_dict(layer, state_dict):
+def load_torch_state_dict(layer: RecurrentLayer, state_dict: Mapping[str, Any]) -> None:
     """Load a torch `nn.LSTM` / `nn.GRU` / `nn.RNN` state_dict (tensors or arrays) into `layer`.
 
     Parameters
@@ -60,7 +66,7 @@ def load_torch_state_dict(layer, state_dict):
     layer.load_state_dict({name: _as_numpy(name, value) for name, value in state_dict.items()})
 
 
-def from_torch(module, *, dtype=None, backend="auto"):
+def from_torch(module: Any, *, dtype: Optional[DTypeLike] = None, backend: str = "auto") -> RecurrentLayer:
     """A new fastrnn layer with the options and weights of a torch `nn.LSTM`, `nn.GRU` or `nn.RNN`.
 
     Parameters
