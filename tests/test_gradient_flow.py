@@ -7,7 +7,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import fastrnn
 from fastrnn._backends import available_backends
 from fastrnn._cells import CELLS
-from tests.cases import CASES, make_layer, reference
+from cases import CASES, make_layer, reference
 
 BACKENDS = available_backends()
 TOL = {np.float64: dict(rtol=1e-12, atol=1e-13), np.float32: dict(rtol=2e-5, atol=1e-6)}
