@@ -4,8 +4,19 @@
 #define FASTRNN_CPU_H
 
 #include <stdint.h>
-#include <time.h>
 
+#if defined(_WIN32)
+#include <windows.h>
+/* Nanoseconds of a monotonic clock. */
+static inline int64_t monotonic_ns(void)
+{
+    LARGE_INTEGER frequency, counter;
+    QueryPerformanceFrequency(&frequency);
+    QueryPerformanceCounter(&counter);
+    return (int64_t)((double)counter.QuadPart * 1e9 / (double)frequency.QuadPart);
+}
+#else
+#include <time.h>
 /* Nanoseconds of a monotonic clock (read through the vDSO: no system call). */
 static inline int64_t monotonic_ns(void)
 {
@@ -13,6 +24,7 @@ static inline int64_t monotonic_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
+#endif
 
 /* A flag one thread sets and the others of a pass read while they run. */
 static inline int load_flag(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
