@@ -14,9 +14,9 @@ from libc.string cimport memset
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels,
                                         step_matmul, step_panels)
-from fastrnn._kernels.scan cimport (Scan, add_operand, at, bias_ptr, copy_state,
-                                    gate_gradient_products, init_scan, input_projection,
-                                    lengths_from, lengths_ptr, run_scan)
+from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
+                                    gate_gradient_products, init_scan, input_projection, layout,
+                                    run_scan, slot_at, step_at)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -25,43 +25,47 @@ cdef struct LstmWork:
     # everything per-row. The forward buffers (gates .. y) are written by forward and only read
     # by backward.
     bint is_double, forget_gate
-    int T, B, H, G, P, rev  # P: peephole rows, 3 (i, f, o) or 2 (i, o)
-    const int64_t *lengths
+    int H, G, P, rev  # P: peephole rows, 3 (i, f, o) or 2 (i, o)
+    const Steps *steps
     const Operand *w_hh  # the right operand of the per-step product
     const void *b_ih
     const void *b_hh
     const void *w_peep   # (P, H), zeros without peepholes
-    void *gates          # (T, B, G*H)
-    void *hs             # (T+1, B, H)
-    void *cs             # (T+1, B, H)
-    void *y              # (T, B, H)
-    const void *dy       # (T, B, H)
-    void *dgates         # (T, B, G*H)
+    void *gates          # per-step (G*H)
+    void *hs             # state sequence (H)
+    void *cs             # state sequence (H)
+    void *y              # per-step (H)
+    const void *dy       # per-step (H)
+    void *dgates         # per-step (G*H)
     void *dh             # (B, H)
     void *dc             # (B, H)
     double *dpeep        # (MAX_PARTS, P*H) accumulators, one per thread, or NULL
 
 
 cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
-    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
-    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef const Steps *st = w.steps
+    cdef int T = st.T, H = w.H, G = w.G, rev = w.rev, rows, s, t
     cdef floating *hs = <floating *>w.hs
     cdef floating *cs = <floating *>w.cs
     cdef floating *y = <floating *>w.y
     for s in range(T):
         t = T - 1 - s if rev else s
+        rows = active_rows(st, t, b0, b1)
+        if rows <= 0:
+            continue
         # gates[t, rows] += hs[t + rev, rows] @ w_hh.T
-        step_matmul(w.w_hh, rows, &hs[at(t + rev, b0, B, H)], H, 1, &gates[at(t, b0, B, G)], G)
-        lstm_forward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
+        step_matmul(w.w_hh, rows, &hs[slot_at(st, t + rev, b0, H)], H, 1,
+                    &gates[step_at(st, t, b0, G)], G)
+        lstm_forward_step(w.forget_gate, rows, H, t, NULL, &gates[step_at(st, t, b0, G)],
                           <const floating *>w.b_ih, <const floating *>w.b_hh,
-                          <const floating *>w.w_peep, &hs[at(t + rev, b0, B, H)],
-                          &cs[at(t + rev, b0, B, H)], &hs[at(t + 1 - rev, b0, B, H)],
-                          &cs[at(t + 1 - rev, b0, B, H)], &y[at(t, b0, B, H)])
+                          <const floating *>w.w_peep, &hs[slot_at(st, t + rev, b0, H)],
+                          &cs[slot_at(st, t + rev, b0, H)], &hs[slot_at(st, t + 1 - rev, b0, H)],
+                          &cs[slot_at(st, t + 1 - rev, b0, H)], &y[step_at(st, t, b0, H)])
 
 
 cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
-    cdef int T = w.T, B = w.B, H = w.H, G = w.G, rev = w.rev, rows = b1 - b0, s, t
-    cdef const int64_t *lengths = lengths_from(w.lengths, b0)
+    cdef const Steps *st = w.steps
+    cdef int T = st.T, H = w.H, G = w.G, rev = w.rev, rows, s, t
     cdef const floating *gates = <const floating *>w.gates
     cdef const floating *cs = <const floating *>w.cs
     cdef const floating *dy = <const floating *>w.dy
@@ -70,12 +74,15 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
     cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * w.P * H
     for s in range(T):
         t = s if rev else T - 1 - s
-        lstm_backward_step(w.forget_gate, rows, H, t, lengths, &gates[at(t, b0, B, G)],
-                           &cs[at(t + rev, b0, B, H)], &cs[at(t + 1 - rev, b0, B, H)],
-                           <const floating *>w.w_peep, &dy[at(t, b0, B, H)], dh, dc,
-                           &dgates[at(t, b0, B, G)], dpeep)
+        rows = active_rows(st, t, b0, b1)
+        if rows <= 0:
+            continue
+        lstm_backward_step(w.forget_gate, rows, H, t, NULL, &gates[step_at(st, t, b0, G)],
+                           &cs[slot_at(st, t + rev, b0, H)], &cs[slot_at(st, t + 1 - rev, b0, H)],
+                           <const floating *>w.w_peep, &dy[step_at(st, t, b0, H)], dh, dc,
+                           &dgates[step_at(st, t, b0, G)], dpeep)
         # dh[rows] += dgates[t, rows] @ w_hh
-        step_matmul(w.w_hh, rows, &dgates[at(t, b0, B, G)], G, 1, dh, H)
+        step_matmul(w.w_hh, rows, &dgates[step_at(st, t, b0, G)], G, 1, dh, H)
 
 
 cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
@@ -96,8 +103,8 @@ cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
 
 cdef class _Cache:
     """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
-    cdef object x, w_ih, w_hh, w_peep, lengths, gates, hs, cs
-    cdef bint reverse
+    cdef object x, w_ih, w_hh, w_peep, gates, hs, cs
+    cdef Layout layout
 
 
 def forward(x, state0, params, lengths, reverse):
@@ -111,62 +118,53 @@ def forward(x, state0, params, lengths, reverse):
     cdef _Cache cache = _Cache.__new__(_Cache)
     if w_peep is None:
         w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
+    cache.layout = layout(lengths, x.shape[0], x.shape[1], reverse)
+    cache.x, cache.w_ih, cache.w_hh, cache.w_peep = cache.layout.pack(x), params["w_ih"], w_hh, w_peep
+    cache.hs = empty((cache.layout.state_rows, H), x.dtype)
+    cache.cs = empty((cache.layout.state_rows, H), x.dtype)
+    cache.layout.set_initial(cache.hs, state0[0])
+    cache.layout.set_initial(cache.cs, state0[1])
     if x.dtype == np.float32:
-        y, state_n = _forward[float](x, state0[0], state0[1], params["w_ih"], w_hh,
-                                     params["b_ih"], params["b_hh"], w_peep, lengths, reverse,
-                                     cache)
+        y = _forward[float](cache.x, params["w_ih"], w_hh, params["b_ih"], params["b_hh"], w_peep,
+                            cache)
     else:
-        y, state_n = _forward[double](x, state0[0], state0[1], params["w_ih"], w_hh,
-                                      params["b_ih"], params["b_hh"], w_peep, lengths, reverse,
-                                      cache)
-    return y, state_n, cache
+        y = _forward[double](cache.x, params["w_ih"], w_hh, params["b_ih"], params["b_hh"],
+                             w_peep, cache)
+    state_n = (cache.layout.final(cache.hs), cache.layout.final(cache.cs))
+    return cache.layout.unpack(y), state_n, cache
 
 
-cdef tuple _forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
-                    const floating[:, ::1] c0, const floating[:, ::1] w_ih,
-                    const floating[:, ::1] w_hh, const floating[::1] b_ih,
-                    const floating[::1] b_hh, const floating[:, ::1] w_peep,
-                    const int64_t[::1] lengths, bint reverse, _Cache cache):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = h0.shape[1], G = w_ih.shape[0]
-    cdef int rev = reverse
+cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                     const floating[:, ::1] w_hh, const floating[::1] b_ih,
+                     const floating[::1] b_hh, const floating[:, ::1] w_peep, _Cache cache):
+    """The time loop and the products of forward on the packed x; returns the packed y."""
+    cdef Layout lay = cache.layout
+    cdef int R = lay.rows, D = x.shape[1], H = w_hh.shape[1], G = w_ih.shape[0]
     cdef LstmWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
     # Kept for backward: the activated gates and the h and c sequences (and the initial state).
-    gates_array = empty((T, B, G), dtype)
-    hs_array = empty((T + 1, B, H), dtype)
-    cs_array = empty((T + 1, B, H), dtype)
-    y_array = empty((T, B, H), dtype)
-    h_n_array = empty((B, H), dtype)
-    c_n_array = empty((B, H), dtype)
-    cdef floating[:, :, ::1] gates = gates_array, hs = hs_array, cs = cs_array, y = y_array
-    cdef floating[:, ::1] h_n = h_n_array, c_n = c_n_array
+    cache.gates = empty((R, G), dtype)
+    y_array = empty((R, H), dtype)
+    cdef floating[:, ::1] gates = cache.gates, hs = cache.hs, cs = cache.cs, y = y_array
     cdef floating[::1] panels = step_panels(H, G, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, D, G, dtype)
+    cdef floating[::1] panels_ih = product_panels(R, D, G, dtype)
 
     memset(&work, 0, sizeof(LstmWork))
-    init_scan(&scan, floating is double, True, B, forward_part, &work)
+    init_scan(&scan, floating is double, True, lay, forward_part, &work)
     work.is_double, work.forget_gate = floating is double, G == 4 * H
-    work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, w_peep.shape[0], rev
-    work.lengths = lengths_ptr(lengths)
+    work.H, work.G, work.P, work.rev = H, G, w_peep.shape[0], lay.reverse
+    work.steps = &lay.steps
     # per step: @ w_hh.T
     work.w_hh = add_operand(&scan, H, G, &w_hh[0, 0], H, True, panels_ptr(panels))
     work.w_peep = &w_peep[0, 0]
     work.b_ih, work.b_hh = bias_ptr(b_ih), bias_ptr(b_hh)
-    work.gates, work.hs, work.cs, work.y = &gates[0, 0, 0], &hs[0, 0, 0], &cs[0, 0, 0], &y[0, 0, 0]
+    work.gates, work.hs, work.cs, work.y = &gates[0, 0], &hs[0, 0], &cs[0, 0], &y[0, 0]
     # gates = x @ w_ih.T
-    input_projection(&scan.products, T * B, D, G, &x[0, 0, 0], &w_ih[0, 0], &gates[0, 0, 0], G,
+    input_projection(&scan.products, R, D, G, &x[0, 0], &w_ih[0, 0], &gates[0, 0], G,
                      panels_ptr(panels_ih))
-
-    copy_state(&hs[rev * T, 0, 0], &h0[0, 0], B, H)
-    copy_state(&cs[rev * T, 0, 0], &c0[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * G * (D + H))
-    copy_state(&h_n[0, 0], &hs[(1 - rev) * T, 0, 0], B, H)
-    copy_state(&c_n[0, 0], &cs[(1 - rev) * T, 0, 0], B, H)
-    cache.x, cache.w_ih, cache.w_hh, cache.w_peep = x.base, w_ih.base, w_hh.base, w_peep.base
-    cache.lengths = None if lengths is None else lengths.base
-    cache.gates, cache.hs, cache.cs, cache.reverse = gates_array, hs_array, cs_array, reverse
-    return y_array, (h_n_array, c_n_array)
+    run_scan(&scan, <int64_t>R * G * (D + H))
+    return y_array
 
 
 def backward(dy, dstate_n, cache, grads):
@@ -174,63 +172,63 @@ def backward(dy, dstate_n, cache, grads):
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
     cdef _Cache c = cache
+    cdef Layout lay = c.layout
+    dh, dc = lay.sort(dstate_n[0]), lay.sort(dstate_n[1])
     if dy.dtype == np.float32:
-        return _backward[float](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
-                                c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
-                                grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
-    return _backward[double](dy, dstate_n[0], dstate_n[1], c.x, c.w_ih, c.w_hh, c.w_peep,
-                             c.lengths, c.gates, c.hs, c.cs, c.reverse, grads["w_ih"],
-                             grads["w_hh"], grads["b_ih"], grads["b_hh"], grads["w_peep"])
+        dx = _backward[float](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, lay, c.gates,
+                              c.hs, c.cs, grads["w_ih"], grads["w_hh"], grads["b_ih"],
+                              grads["b_hh"], grads["w_peep"])
+    else:
+        dx = _backward[double](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, lay, c.gates,
+                               c.hs, c.cs, grads["w_ih"], grads["w_hh"], grads["b_ih"],
+                               grads["b_hh"], grads["w_peep"])
+    return lay.unpack(dx), (lay.unsort(dh), lay.unsort(dc))
 
 
-cdef tuple _backward(const floating[:, :, ::1] dy, const floating[:, ::1] dh_n,
-                     const floating[:, ::1] dc_n, const floating[:, :, ::1] x,
-                     const floating[:, ::1] w_ih, const floating[:, ::1] w_hh,
-                     const floating[:, ::1] w_peep, const int64_t[::1] lengths,
-                     const floating[:, :, ::1] gates, const floating[:, :, ::1] hs,
-                     const floating[:, :, ::1] cs, bint reverse,
-                     floating[:, ::1] dw_ih, floating[:, ::1] dw_hh, floating[::1] db_ih,
-                     floating[::1] db_hh, floating[:, ::1] dw_peep):
-    cdef int T = x.shape[0], B = x.shape[1], D = x.shape[2], H = hs.shape[2], G = w_ih.shape[0]
-    cdef int P = w_peep.shape[0], rev = reverse, part
+cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
+                      const floating[:, ::1] x, const floating[:, ::1] w_ih,
+                      const floating[:, ::1] w_hh, const floating[:, ::1] w_peep, Layout lay,
+                      const floating[:, ::1] gates, const floating[:, ::1] hs,
+                      const floating[:, ::1] cs, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
+                      floating[::1] db_ih, floating[::1] db_hh, floating[:, ::1] dw_peep):
+    """The time loop and the products of backward on the packed dy, from dh, dc (the final state
+    gradients, sorted; left as those of the initial state); returns the packed dx."""
+    cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1], G = w_ih.shape[0]
+    cdef int P = w_peep.shape[0], rev = lay.reverse, part
     cdef LstmWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
-    dx_array = empty((T, B, D), dtype)
-    dgates_array = empty((T, B, G), dtype)
-    dh_array = empty((B, H), dtype)
-    dc_array = empty((B, H), dtype)
-    cdef floating[:, :, ::1] dx = dx_array, dgates = dgates_array
-    cdef floating[:, ::1] dh = dh_array, dc = dc_array
+    dx_array = empty((R, D), dtype)
+    dgates_array = empty((R, G), dtype)
+    lay.zero_unused(dgates_array)
+    cdef floating[:, ::1] dx = dx_array, dgates = dgates_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dpeep = np.zeros((MAX_PARTS, P * H))  # one accumulator per thread
     cdef floating[::1] panels = step_panels(G, H, dtype)
-    cdef floating[::1] panels_ih = product_panels(T * B, G, D, dtype)
+    cdef floating[::1] panels_ih = product_panels(R, G, D, dtype)
 
     memset(&work, 0, sizeof(LstmWork))
-    init_scan(&scan, floating is double, False, B, backward_part, &work)
+    init_scan(&scan, floating is double, False, lay, backward_part, &work)
     work.is_double, work.forget_gate = floating is double, G == 4 * H
-    work.T, work.B, work.H, work.G, work.P, work.rev = T, B, H, G, P, rev
-    work.lengths = lengths_ptr(lengths)
+    work.H, work.G, work.P, work.rev = H, G, P, rev
+    work.steps = &lay.steps
     # per step: @ w_hh
     work.w_hh = add_operand(&scan, G, H, &w_hh[0, 0], H, False, panels_ptr(panels))
     work.w_peep = &w_peep[0, 0]
-    work.gates, work.cs, work.dy = <void *>&gates[0, 0, 0], <void *>&cs[0, 0, 0], &dy[0, 0, 0]
-    work.dgates, work.dh, work.dc = &dgates[0, 0, 0], &dh[0, 0], &dc[0, 0]
+    work.gates, work.cs, work.dy = <void *>&gates[0, 0], <void *>&cs[0, 0], &dy[0, 0]
+    work.dgates, work.dh, work.dc = &dgates[0, 0], &dh[0, 0], &dc[0, 0]
     work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
     # dx = dgates @ w_ih; dw_ih += dgates.T @ x; dw_hh += dgates.T @ hs[rev:rev + T];
     # dbias = dgates.sum((0, 1))
-    gate_gradient_products(&scan.products, T * B, D, H, G, &dgates[0, 0, 0], &w_ih[0, 0],
-                           &x[0, 0, 0], &hs[rev, 0, 0], &dx[0, 0, 0], &dw_ih[0, 0], &dw_hh[0, 0],
-                           NULL if db_ih is None else &dbias[0, 0], panels_ptr(panels_ih))
-
-    copy_state(&dh[0, 0], &dh_n[0, 0], B, H)
-    copy_state(&dc[0, 0], &dc_n[0, 0], B, H)
-    run_scan(&scan, <int64_t>T * B * G * (D + H))
+    gate_gradient_products(&scan.products, R, D, H, G, &dgates[0, 0], &w_ih[0, 0], &x[0, 0],
+                           &hs[0, 0] + slot_at(&lay.steps, rev, 0, H), &dx[0, 0], &dw_ih[0, 0],
+                           &dw_hh[0, 0], NULL if db_ih is None else &dbias[0, 0],
+                           panels_ptr(panels_ih))
+    run_scan(&scan, <int64_t>R * G * (D + H))
     if db_ih is not None:
         add_to(&db_ih[0], &dbias[0, 0], G)
         add_to(&db_hh[0], &dbias[0, 0], G)
     if dw_peep is not None:
         for part in range(MAX_PARTS):  # the rows of threads that did not run are zeros
             add_to(&dw_peep[0, 0], &dpeep[part, 0], P * H)
-    return dx_array, (dh_array, dc_array)
+    return dx_array

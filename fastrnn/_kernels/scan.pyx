@@ -2,18 +2,37 @@
 cell, in the spirit of PyTorch's RNN.cpp: a cell knows one step of its rows, this module runs its
 time loop and the products around it.
 
-Buffers, in time order t = 0 .. T-1 whatever the direction: a cell's `gates` (T, B, G*H) holds
-first the input projection x.W_ihᵀ of all T*B rows (one product), then, step by step, the
-activated gates. States live in (T+1, B, H) sequences `hs` (and `cs`) with the initial state in
-the slot before the first step processed: slot t (forward) or t+1 (reverse) is the state before
-step t, and slot t+1 (forward) or t (reverse) the state after it. So `hs` read from slot
-`reverse` on is the h_{t-1} of every step, which the W_hh gradient needs as one product.
+Buffers, in time order t = 0 .. T-1 whatever the direction, laid out by a Layout: a cell's
+per-step buffers, such as `gates` (rows, G*H), hold step after step the rows of each step; `gates`
+holds first the input projection x.W_ihᵀ of all rows (one product), then, step by step, the
+activated gates. States live in state sequences `hs` (and `cs`) of T+1 slots, with the initial
+state in the slot before the first step processed: slot t (forward) or t+1 (reverse) is the state
+before step t, and slot t+1 (forward) or t (reverse) the state after it. So `hs` read from slot
+`reverse` on is the h_{t-1} of every row of every step, which the W_hh gradient needs as one
+product.
+
+Without lengths, the layout is the padded one: every step has all B rows, a per-step buffer is
+(T, B, width) and a state sequence (T+1, B, H). With lengths, a pass costs only the real work
+(like PyTorch's PackedSequence): the batch is sorted by length, descending (stably), so that the
+rows a step runs are a prefix of it, n_t = #{b : lengths[b] > t} rows at step t in either
+direction, and every buffer holds only the rows that are run, packed. Slot s holds n_{s-1} rows
+(n_{-1} = B): forward, step t reads slot t and writes the n_t rows of slot t+1; reverse, it reads
+slot t+1 and writes slot t, whose rows past n_t are the initial states of the sequences that start
+at step t-1. Step t of a per-step buffer holds as many rows as the slot it reads, n_{t-1}
+forward, n_t reverse, so that it lines up with `hs` from slot `reverse` on as in the padded
+layout. Forward, the rows past n_t of step t (the sequences that ended at step t-1, at most B
+rows in all) are zeros in the buffers the products read. The pack and unpack methods of Layout
+gather the inputs into this layout and the results out of it, in the original order, with zeros
+in the padding.
 """
 import numpy as np
 
-from libc.stdint cimport int64_t
+from cython cimport floating
+from libc.stdint cimport int64_t, uintptr_t
+from libc.string cimport memcpy, memset
 
 from fastrnn._kernels.cpu cimport fp_mode_fast_enter, fp_mode_restore
+from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, Products, add_partials_part, column_sum,
                                         init_products, pack_last, pack_part, product,
                                         products_part, set_operand, split_sums)
@@ -21,12 +40,165 @@ from fastrnn._kernels.threads cimport (Team, pass_begin, pass_end, part_start, t
                                        team_run)
 
 
-cdef void init_scan(Scan *scan, bint is_double, bint forward, int B, rows_fn time_loop,
+cdef void gather_rows(floating *dst, const floating *src, const int64_t *index, int64_t n,
+                      int width) noexcept nogil:
+    """dst row r := src row index[r], or zeros where index[r] < 0, for r < n."""
+    cdef int64_t r
+    cdef size_t size = width * sizeof(floating)
+    for r in range(n):
+        if index[r] < 0:
+            memset(dst + r * width, 0, size)
+        else:
+            memcpy(dst + r * width, src + index[r] * width, size)
+
+
+cdef object gather(source, const int64_t[::1] index):
+    """The rows index[r] of the 2-D C-contiguous `source` (zeros where index[r] < 0)."""
+    cdef int width = source.shape[1]
+    cdef int64_t n = index.shape[0]
+    out = empty((n, width), source.dtype)
+    cdef uintptr_t src = source.ctypes.data, dst = out.ctypes.data
+    cdef bint is_float = source.dtype == np.float32
+    if n == 0:
+        return out
+    with nogil:
+        if is_float:
+            gather_rows(<float *>dst, <const float *>src, &index[0], n, width)
+        else:
+            gather_rows(<double *>dst, <const double *>src, &index[0], n, width)
+    return out
+
+
+cdef class Layout:
+    """Where the rows of a pass live (see the module docstring), and the moves of the inputs and
+    results of a pass into and out of it. Made by `layout`."""
+
+    def pack(self, a):
+        """(T, B, width) in time order, batch rows in the original order -> the per-step buffer
+        (rows, width) of this layout (without lengths, a view of `a`)."""
+        flat = a.reshape(-1, a.shape[2])
+        if self.order is None:
+            return flat
+        return gather(flat, self.pack_index)
+
+    def unpack(self, p):
+        """A per-step buffer (rows, width) -> (T, B, width) in the original order, zeros in the
+        padding (without lengths, a view of `p`)."""
+        if self.order is None:
+            return p.reshape(self.steps.T, self.steps.B, p.shape[1])
+        return gather(p, self.unpack_index).reshape(self.steps.T, self.steps.B, p.shape[1])
+
+    def sort(self, a):
+        """A copy of the per-sequence array `a` (B, width), rows in the sorted order."""
+        if self.order is None:
+            return a.copy()
+        return a[self.order]
+
+    def unsort(self, a):
+        """The per-sequence array `a` (B, width) in the sorted order -> in the original order."""
+        if self.order is None:
+            return a
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
+
+    def set_initial(self, hs, state0):
+        """Put the initial state `state0` (B, H), original order, into the state sequence `hs`."""
+        if self.order is None:
+            start = self.reverse * self.steps.T * self.steps.B
+            hs[start:start + self.steps.B] = state0
+        else:
+            hs[self.first_row] = state0[self.order]
+
+    def final(self, hs):
+        """The final state of every sequence (B, H), original order, from the state sequence."""
+        if self.order is None:
+            start = (not self.reverse) * self.steps.T * self.steps.B
+            return hs[start:start + self.steps.B].copy()
+        out = np.empty((self.steps.B, hs.shape[1]), hs.dtype)
+        out[self.order] = hs[self.last_row]
+        return out
+
+    def zero_unused(self, p):
+        """Zero the rows of the per-step buffer `p` that no step runs, which the products read:
+        forward, those past n_t of step t."""
+        if self.dead_rows is not None:
+            p[self.dead_rows] = 0
+
+
+cdef Layout layout(lengths, int T, int B, bint reverse):
+    """The layout of a pass of T steps over B sequences of `lengths` (None, or int64 (B,) with
+    1 <= lengths[b] <= T), in the given direction: padded when every length is T."""
+    cdef Layout lay = Layout.__new__(Layout)
+    lay.reverse = reverse
+    steps = np.arange(T, dtype=np.int64)
+    if lengths is None or np.min(lengths) == T:
+        lay.active = np.full(T, B, np.intc)
+        lay.step_row, lay.slot_row = steps * B, np.arange(T + 1, dtype=np.int64) * B
+        lay.rows, lay.state_rows = <int64_t>T * B, <int64_t>(T + 1) * B
+    else:
+        lay.order = np.argsort(-np.asarray(lengths), kind="stable")
+        lay.lengths = np.ascontiguousarray(np.asarray(lengths, np.int64)[lay.order])
+        # n_t = #{b : lengths[b] > t}, the lengths being sorted descending
+        lay.active = np.searchsorted(-lay.lengths, -steps, side="left").astype(np.intc)
+        before = np.concatenate(([B], lay.active[:T - 1])).astype(np.int64)  # n_{t-1}
+        held = lay.active.astype(np.int64) if reverse else before  # rows of step t
+        lay.step_row = np.concatenate(([0], np.cumsum(held)[:T - 1])).astype(np.int64)
+        lay.slot_row = np.concatenate(([0], np.cumsum(before))).astype(np.int64)
+        lay.rows = int(held.sum())
+        lay.state_rows = int(lay.slot_row[T]) + int(lay.active[T - 1])
+        # per-step row r holds row i of step t, batch row order[i], if i < n_t (else unused)
+        step_of_row = np.repeat(steps, held)
+        position = np.arange(lay.rows, dtype=np.int64) - lay.step_row[step_of_row]
+        used = position < lay.active[step_of_row]
+        lay.pack_index = step_of_row * B + lay.order[position]
+        lay.pack_index[~used] = -1
+        lay.unpack_index = np.full(T * B, -1, np.int64)
+        lay.unpack_index[lay.pack_index[used]] = np.flatnonzero(used)
+        unused = np.flatnonzero(~used)
+        lay.dead_rows = unused if unused.size else None
+        # the state before a sequence's first step and after its last
+        first_slot = lay.lengths if reverse else 0
+        last_slot = 0 if reverse else lay.lengths
+        lay.first_row = lay.slot_row[first_slot] + np.arange(B)
+        lay.last_row = lay.slot_row[last_slot] + np.arange(B)
+    cdef const int[::1] active = lay.active
+    cdef const int64_t[::1] step_row = lay.step_row, slot_row = lay.slot_row
+    cdef const int64_t[::1] sorted_lengths = lay.lengths
+    lay.steps.T, lay.steps.B = T, B
+    lay.steps.active, lay.steps.step_row, lay.steps.slot_row = &active[0], &step_row[0], &slot_row[0]
+    lay.steps.lengths = NULL if sorted_lengths is None else &sorted_lengths[0]
+    return lay
+
+
+cdef void init_scan(Scan *scan, bint is_double, bint forward, Layout layout, rows_fn time_loop,
                     void *cell) noexcept:
-    """A scan of `B` batch rows through `time_loop` on `cell`, with no operands or products."""
-    scan.forward, scan.B, scan.time_loop, scan.cell = forward, B, time_loop, cell
+    """A scan of the batch rows of `layout` through `time_loop` on `cell`, with no operands or
+    products."""
+    scan.forward, scan.B, scan.steps = forward, layout.steps.B, &layout.steps
+    scan.time_loop, scan.cell = time_loop, cell
     scan.operand_count = 0
     init_products(&scan.products, is_double)
+
+
+cdef void split_rows(Scan *scan, int parts) noexcept:
+    """Give each of `parts` parts a contiguous slice of the batch rows: as many rows each without
+    lengths; with lengths (sorted, the long sequences first), about the same sum of lengths."""
+    cdef const int64_t *lengths = scan.steps.lengths
+    cdef int64_t total = 0, done = 0
+    cdef int part, b = 0
+    for part in range(parts + 1):
+        scan.bounds[part] = part_start(part, parts, scan.B)
+    if lengths == NULL:
+        return
+    for b in range(scan.B):
+        total += lengths[b]
+    b = 0
+    for part in range(1, parts):
+        while b < scan.B and done * parts < part * total:
+            done += lengths[b]
+            b += 1
+        scan.bounds[part] = b
 
 
 cdef Operand *add_operand(Scan *scan, int k, int n, const void *b, int ldb, bint transposed,
@@ -46,8 +218,7 @@ cdef void pack_scan_part(void *work, int part, int parts) noexcept nogil:
 cdef void time_loop_part(void *work, int part, int parts) noexcept nogil:
     """team_run's callback: part `part` of `parts` of the batch rows through the cell's loop."""
     cdef Scan *scan = <Scan *>work
-    scan.time_loop(scan.cell, part_start(part, parts, scan.B), part_start(part + 1, parts, scan.B),
-                   part)
+    scan.time_loop(scan.cell, scan.bounds[part], scan.bounds[part + 1], part)
 
 
 cdef int run_scan(Scan *scan, int64_t macs) except -1:
@@ -58,6 +229,7 @@ cdef int run_scan(Scan *scan, int64_t macs) except -1:
     cdef unsigned int fp_mode
     cdef Products *products = &scan.products
     team_init(&team, pass_begin(scan.B, macs))
+    split_rows(scan, team.parts)
     try:
         partials = split_sums(products, team.parts,
                               np.float64 if products.is_double else np.float32)
