@@ -126,42 +126,65 @@ cdef class Layout:
             p[self.dead_rows] = 0
 
 
+cdef void pack_sorted(Layout lay, lengths, int T, int B, bint reverse):
+    """The packed layout of sequences of `lengths` (not all T) into `lay`: the batch sorted by
+    length, descending, and the rows each step runs, n_t = #{b : lengths[b] > t}, packed."""
+    lay.order = np.argsort(-lengths, kind="stable")
+    lay.lengths = np.ascontiguousarray(lengths[lay.order])
+    lay.active, lay.step_row = np.empty(T, np.intc), np.empty(T + 1, np.int64)
+    lay.slot_row = np.empty(T + 1, np.int64)
+    cdef const int64_t[::1] order = lay.order, sorted_lengths = lay.lengths
+    cdef int[::1] active = lay.active
+    cdef int64_t[::1] step_row = lay.step_row, slot_row = lay.slot_row
+    cdef int t, i = B, held, before
+    for t in range(T):
+        while i > 0 and sorted_lengths[i - 1] <= t:
+            i -= 1
+        active[t] = i
+    # step t holds the rows of the slot it reads: n_{t-1} forward (n_{-1} = B), n_t reverse;
+    # slot s holds n_{s-1} rows
+    step_row[0] = slot_row[0] = 0
+    for t in range(T):
+        before = B if t == 0 else active[t - 1]
+        step_row[t + 1] = step_row[t] + (active[t] if reverse else before)
+        slot_row[t + 1] = slot_row[t] + before
+    lay.rows, lay.state_rows = step_row[T], slot_row[T] + active[T - 1]
+    # per-step row r = step_row[t] + i holds batch row order[i] of step t, or nothing (-1) if
+    # i >= n_t: the rows the products read there are zeros
+    lay.pack_index = np.empty(lay.rows, np.int64)
+    lay.unpack_index = np.full(<int64_t>T * B, -1, np.int64)
+    cdef int64_t[::1] pack_index = lay.pack_index, unpack_index = lay.unpack_index
+    cdef int64_t r
+    for t in range(T):
+        held = step_row[t + 1] - step_row[t]
+        for i in range(held):
+            r = step_row[t] + i
+            if i < active[t]:
+                pack_index[r] = <int64_t>t * B + order[i]
+                unpack_index[pack_index[r]] = r
+            else:
+                pack_index[r] = -1
+    unused = np.flatnonzero(lay.pack_index < 0)
+    lay.dead_rows = unused if unused.size else None
+    # the slot before a sequence's first step and the slot after its last
+    lay.first_row, lay.last_row = np.empty(B, np.int64), np.empty(B, np.int64)
+    cdef int64_t[::1] first_row = lay.first_row, last_row = lay.last_row
+    for i in range(B):
+        first_row[i] = slot_row[sorted_lengths[i] if reverse else 0] + i
+        last_row[i] = slot_row[0 if reverse else sorted_lengths[i]] + i
+
+
 cdef Layout layout(lengths, int T, int B, bint reverse):
     """The layout of a pass of T steps over B sequences of `lengths` (None, or int64 (B,) with
     1 <= lengths[b] <= T), in the given direction: padded when every length is T."""
     cdef Layout lay = Layout.__new__(Layout)
     lay.reverse = reverse
-    steps = np.arange(T, dtype=np.int64)
     if lengths is None or np.min(lengths) == T:
         lay.active = np.full(T, B, np.intc)
-        lay.step_row, lay.slot_row = steps * B, np.arange(T + 1, dtype=np.int64) * B
+        lay.step_row = lay.slot_row = np.arange(T + 1, dtype=np.int64) * B
         lay.rows, lay.state_rows = <int64_t>T * B, <int64_t>(T + 1) * B
     else:
-        lay.order = np.argsort(-np.asarray(lengths), kind="stable")
-        lay.lengths = np.ascontiguousarray(np.asarray(lengths, np.int64)[lay.order])
-        # n_t = #{b : lengths[b] > t}, the lengths being sorted descending
-        lay.active = np.searchsorted(-lay.lengths, -steps, side="left").astype(np.intc)
-        before = np.concatenate(([B], lay.active[:T - 1])).astype(np.int64)  # n_{t-1}
-        held = lay.active.astype(np.int64) if reverse else before  # rows of step t
-        lay.step_row = np.concatenate(([0], np.cumsum(held)[:T - 1])).astype(np.int64)
-        lay.slot_row = np.concatenate(([0], np.cumsum(before))).astype(np.int64)
-        lay.rows = int(held.sum())
-        lay.state_rows = int(lay.slot_row[T]) + int(lay.active[T - 1])
-        # per-step row r holds row i of step t, batch row order[i], if i < n_t (else unused)
-        step_of_row = np.repeat(steps, held)
-        position = np.arange(lay.rows, dtype=np.int64) - lay.step_row[step_of_row]
-        used = position < lay.active[step_of_row]
-        lay.pack_index = step_of_row * B + lay.order[position]
-        lay.pack_index[~used] = -1
-        lay.unpack_index = np.full(T * B, -1, np.int64)
-        lay.unpack_index[lay.pack_index[used]] = np.flatnonzero(used)
-        unused = np.flatnonzero(~used)
-        lay.dead_rows = unused if unused.size else None
-        # the state before a sequence's first step and after its last
-        first_slot = lay.lengths if reverse else 0
-        last_slot = 0 if reverse else lay.lengths
-        lay.first_row = lay.slot_row[first_slot] + np.arange(B)
-        lay.last_row = lay.slot_row[last_slot] + np.arange(B)
+        pack_sorted(lay, np.asarray(lengths, np.int64), T, B, reverse)
     cdef const int[::1] active = lay.active
     cdef const int64_t[::1] step_row = lay.step_row, slot_row = lay.slot_row
     cdef const int64_t[::1] sorted_lengths = lay.lengths
