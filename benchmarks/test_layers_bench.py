@@ -1,4 +1,4 @@
-"""pytest-benchmark suite for SPEC §7: `pytest benchmarks/ --benchmark-group-by=group`.
+"""pytest-benchmark suite over the shapes of docs/performance.md §9: `pytest benchmarks/ --benchmark-group-by=group`.
 
 The comparison table with interleaved repeats and GEMM share is `python -m fastrnn bench`; this
 suite gives pytest-benchmark's statistics for the same passes (float32, forward+backward).

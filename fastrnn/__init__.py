@@ -1,7 +1,7 @@
 """fastrnn: fast LSTM, GRU and Elman-RNN layers for NumPy.
 
 Fused Cython kernels (`backend="cython"`) with a pure-NumPy reference (`backend="reference"`)
-that reads like the equations; both compute SPEC §2 with PyTorch's weight names and layout.
+that reads like the equations; both compute the cells of docs/math.md with PyTorch's weight names and layout.
 """
 from . import losses, optim
 from ._backends import available_backends

@@ -9,26 +9,15 @@ reference module, register its spec here, and (optionally) its kernel module.
 """
 from dataclasses import dataclass, field
 
-import numpy as np
+from ._checks import choice, flag
 
 
 def _bool_option(name):
-    def check(value):
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-        return bool(value)
-
-    return check
+    return lambda value: flag(name, value)
 
 
 def _choice_option(name, choices):
-    def check(value):
-        if value not in choices:
-            expected = " or ".join(repr(choice) for choice in choices)
-            raise ValueError(f"{name} must be {expected}, got {value!r}")
-        return value
-
-    return check
+    return lambda value: choice(name, value, choices)
 
 
 @dataclass(frozen=True)

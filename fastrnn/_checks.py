@@ -1,6 +1,7 @@
 """Argument checking shared by every public class: one place for the error messages."""
 import math
 import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -78,12 +79,35 @@ def positive_int(name, value):
     return int(value)
 
 
+def flag(name, value):
+    """`value` as a bool: only True/False (or numpy.bool_), else TypeError naming `name`.
+
+    Ints are refused too (0/1, and 2 or an array would otherwise be taken by truthiness).
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def choice(name, value, options):
+    """`value` if it is one of the strings `options`, else TypeError/ValueError naming `name`."""
+    allowed = " or ".join(repr(option) for option in options)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be {allowed} (a str), got {type(value).__name__}")
+    if value not in options:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    return value
+
+
 def load_arrays(name, target, source):
     """Copy `source[key]` into each array `target[key]` in place, checking names and shapes.
 
     Raises KeyError for a missing or unexpected key and ValueError/TypeError for a wrong shape or
-    a non-float value, naming the key. Nothing is copied unless every entry is valid.
+    a non-float value, naming the key, and TypeError when `source` is not a mapping. Nothing is
+    copied unless every entry is valid.
     """
+    if not isinstance(source, Mapping):
+        raise TypeError(f"{name} must be a dict of arrays by name, got {type(source).__name__}")
     missing = [key for key in target if key not in source]
     if missing:
         raise KeyError(f"{name}: missing key {missing[0]!r}")

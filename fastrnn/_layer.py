@@ -11,8 +11,8 @@ import numpy as np
 
 from . import _backends
 from ._cells import CELLS
+from ._checks import flag, float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
-from ._checks import float_array, integer_array, positive_int, random_generator
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -53,11 +53,11 @@ class RecurrentLayer(Module):
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
         self.num_layers = positive_int("num_layers", num_layers)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
-        self.peephole = bool(peephole)
-        self.dropout = _check_dropout(dropout)
+        self.bias = flag("bias", bias)
+        self.batch_first = flag("batch_first", batch_first)
+        self.bidirectional = flag("bidirectional", bidirectional)
+        self.peephole = flag("peephole", peephole)
+        self.dropout = dropout
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
@@ -91,6 +91,21 @@ class RecurrentLayer(Module):
                     unit_grads.setdefault(short, None)
                 self._unit_params.append(unit_params)
                 self._unit_grads.append(unit_grads)
+        # The arrays and kernels are set up for these: changing one later is an AttributeError.
+        self._fix_attributes(
+            "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
+            "peephole", "backend", "num_directions", "cell", **self._cell_options,
+        )
+
+    @property
+    def dropout(self):
+        """Dropout probability between stacked layers; may be changed between calls (a backward
+        uses the masks of its own forward)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, value):
+        self._dropout = _check_dropout(value)
 
     # -- modes, parameters --------------------------------------------------------------
 
@@ -257,4 +272,5 @@ def _check_lengths(lengths, steps, batch):
         )
     if array.min() == steps:
         return None
-    return np.ascontiguousarray(array, dtype=np.int64)
+    # A copy: the kernels keep it for backward, and the caller may change the array in between.
+    return np.array(array, dtype=np.int64, order="C")

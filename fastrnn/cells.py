@@ -18,7 +18,7 @@ import numpy as np
 
 from . import _backends
 from ._cells import CELLS
-from ._checks import float_array, positive_int, random_generator
+from ._checks import flag, float_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
 from ._layer import _PARAM_PREFIX
 from ._module import Module
@@ -34,17 +34,14 @@ class RecurrentCell(Module):
 
     def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
                  backend="auto", seed=None, **cell_options):
-        for name, flag in (("bias", bias), ("peephole", peephole)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         spec = CELLS[self.cell]
         self.num_gates, self.state_names = spec.num_gates, spec.state_names
         self._cell_options = spec.check_options(cell_options)
         super().__init__(dtype)
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
-        self.peephole = bool(peephole)
+        self.bias = flag("bias", bias)
+        self.peephole = flag("peephole", peephole)
         self.backend = _backends.resolve_backend(backend, self.cell)
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
         rng = random_generator(seed)
@@ -58,7 +55,16 @@ class RecurrentCell(Module):
                 self._params[short], self._grads[short] = self._add_param(prefix, weights)
             else:
                 self._params[short] = self._grads[short] = None
-        self._tape = []
+        self._fix_attributes("input_size", "hidden_size", "bias", "peephole", "backend", "cell",
+                             **self._cell_options)
+
+    @property
+    def _tape(self):
+        """The calling thread's recorded steps: each thread unrolls its own sequence."""
+        tape = getattr(self._local, "tape", None)
+        if tape is None:
+            tape = self._local.tape = []
+        return tape
 
     def __repr__(self):
         options = [f"{self.input_size}", f"{self.hidden_size}"]
@@ -190,12 +196,11 @@ class LSTMCell(RecurrentCell):
 
     def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, forget_gate=True,
                  dtype=np.float32, backend="auto", seed=None):
-        if not isinstance(forget_gate, (bool, np.bool_)):
-            raise TypeError(f"forget_gate must be a bool, got {type(forget_gate).__name__}")
-        self.forget_gate = bool(forget_gate)
+        self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, bias, peephole=peephole, dtype=dtype,
                          backend=backend, seed=seed)
+        self._fix_attributes("forget_gate")
 
 
 class GRUCell(RecurrentCell):

@@ -1,6 +1,7 @@
 """The public recurrent layers: each names its cell (fastrnn/_cells.py); `_layer` does the rest."""
 import numpy as np
 
+from ._checks import flag
 from ._layer import RecurrentLayer
 
 
@@ -16,14 +17,12 @@ class LSTM(RecurrentLayer):
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, peephole=False, forget_gate=True,
                  dtype=np.float32, backend="auto", seed=None):
-        for name, flag in (("peephole", peephole), ("forget_gate", forget_gate)):
-            if not isinstance(flag, (bool, np.bool_)):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-        self.forget_gate = bool(forget_gate)
+        self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
                          dtype=dtype, backend=backend, seed=seed)
+        self._fix_attributes("forget_gate")
 
     def _repr_options(self):
         return {} if self.forget_gate else {"forget_gate": False}

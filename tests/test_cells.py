@@ -201,7 +201,7 @@ def test_cell_rejects_bad_input_naming_the_argument():
     with pytest.raises(ValueError, match=r"dstate\[0\] \(h\) must have shape \(2, 4\)"):
         cell.backward((np.ones((1, 4)), None))
     assert cell.tape_length == 1  # a rejected backward consumes nothing
-    with pytest.raises(TypeError, match="bias must be a bool"):
+    with pytest.raises(TypeError, match="bias must be True or False"):
         fastrnn.GRUCell(3, 4, bias="no")
     with pytest.raises(ValueError, match="nonlinearity"):
         fastrnn.RNNCell(3, 4, nonlinearity="sigmoid")
@@ -220,3 +220,22 @@ def test_no_grad_linear_and_embedding_keep_nothing():
     for module, dy in ((linear, np.ones((4, 2), np.float32)), (embedding, np.ones((2, 3), np.float32))):
         with pytest.raises(RuntimeError, match="preceding forward"):
             module.backward(dy)
+
+
+def test_each_thread_unrolls_its_own_tape():
+    import threading
+    cell = fastrnn.RNNCell(3, 4, dtype=np.float64, seed=0)
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    cell(x)
+    recorded_elsewhere = []
+    thread = threading.Thread(target=lambda: (cell(x), cell(x), recorded_elsewhere.append(cell.tape_length)))
+    thread.start()
+    thread.join()
+    assert recorded_elsewhere == [2] and cell.tape_length == 1
+
+
+def test_cell_sizes_are_fixed_after_construction():
+    cell = fastrnn.LSTMCell(3, 4, seed=0)
+    for name, value in (("hidden_size", 8), ("forget_gate", False), ("bias", False)):
+        with pytest.raises(AttributeError, match="cannot be changed after construction"):
+            setattr(cell, name, value)

@@ -1,4 +1,4 @@
-"""`python -m fastrnn demo|charlm|bench` end to end, in a subprocess, with tiny budgets (SPEC §6)."""
+"""`python -m fastrnn demo|charlm|bench` end to end, in a subprocess, with tiny budgets (docs/cli.md)."""
 import json
 import os
 import re

@@ -20,6 +20,13 @@ def test_training_loop_example_learns(capsys):
     assert errors[-1] < errors[0] / 20
 
 
+def test_seq2seq_example_learns_to_reverse(capsys):
+    exec(compile(python_block("A decoder that feeds itself: seq2seq in a NumPy loop"), "README.md", "exec"), {})
+    reversed_share = [int(value) for value in re.findall(r"reversed ([0-9]+)%", capsys.readouterr().out)]
+    assert len(reversed_share) == 5
+    assert reversed_share[0] < 20 and reversed_share[-1] >= 80
+
+
 def test_tour_example_shapes():
     namespace = {}
     exec(compile(python_block("A tour"), "README.md", "exec"), namespace)
@@ -30,7 +37,7 @@ def test_tour_example_shapes():
 
 
 @pytest.mark.parametrize("line", [
-    'pip install . && python -m fastrnn demo',
+    'pip install . && fastrnn demo',
     'pip install ".[test]" && pytest',
 ])
 def test_quick_start_commands_open_the_readme(line):

@@ -1,4 +1,4 @@
-"""GRU cell in plain NumPy, SPEC §2 (gate rows in order r, z, n):
+"""GRU cell in plain NumPy, docs/math.md §6 (gate rows in order r, z, n):
 
     r   = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
     z   = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)

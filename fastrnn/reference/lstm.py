@@ -1,4 +1,4 @@
-"""LSTM cell in plain NumPy, SPEC §2 (gate rows in order i, f, g, o):
+"""LSTM cell in plain NumPy, docs/math.md §4 (gate rows in order i, f, g, o):
 
     i   = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi [+ p_i ⊙ c_{t-1}])
     f   = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf [+ p_f ⊙ c_{t-1}])

@@ -1,4 +1,4 @@
-"""Elman RNN cell in plain NumPy, SPEC §2:
+"""Elman RNN cell in plain NumPy, docs/math.md §3:
 
     h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),    act = tanh (default) or relu
 

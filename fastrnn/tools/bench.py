@@ -1,23 +1,36 @@
-"""`python -m fastrnn bench`: the performance table of SPEC §7.
+"""`python -m fastrnn bench`: the performance tables of BENCHMARKS.md.
 
-Every implementation runs the same float32 pass on the same arrays, in one process, with the
-repeats interleaved (cython, reference, torch, jax, cython, ...) so that a slow spell of this shared
-machine hits all of them alike. Each cell of the table is the median over rounds of the per-round
-median time; `spread` is the largest over the smallest per-round median of the cython rows.
+Three benches, one process each, every contender on the same float32 arrays, the repeats
+interleaved (cython, reference, torch, ..., cython, ...) so that a slow spell of this shared
+machine hits all of them alike; each figure is the median over rounds of the per-round medians:
+
+  bench            the recurrent passes alone (forward, forward+backward), against torch and JAX;
+  bench --mixed    the same passes each preceded by a 512x512 NumPy matmul, as a Linear head does
+                   in a training loop, beside the pass isolated and with the BLAS on 1 thread;
+  bench --train    one char-LM training step end to end (embedding, recurrent stack, linear head,
+                   loss, backward, clipping, Adam) against the same model in torch.
+
+Every run ends with how busy the machine was, and a warning when it was too busy.
 """
 import argparse
 import os
 import platform
+import sys
+import textwrap
 import time
 
 import numpy as np
 
 import fastrnn
-from ._cli import name_list, positive_int, write_json
+from ._cli import name_list, output_problem, positive_int, write_json
+from .bench_machine import LoadWatch
 
 SHAPES = [(50, 1, 32, 32), (50, 16, 64, 64), (100, 32, 128, 128), (100, 64, 256, 256), (50, 64, 512, 512)]
+# --quick: the smallest, a middle and the largest shape, so that the run stays under a minute.
+QUICK_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[4]]
 CELLS = {"lstm": (fastrnn.LSTM, 4), "gru": (fastrnn.GRU, 3), "rnn": (fastrnn.RNN, 1)}
 MODES = ("forward", "forward+backward")
+WIDTH = 100
 
 
 def shape_list(text):
@@ -31,13 +44,45 @@ def shape_list(text):
     return shapes
 
 
+def thread_list(text):
+    """argparse type: comma-separated thread counts, each a positive integer or "default" (the
+    BLAS's own setting); returned as ints and None for "default"."""
+    settings = []
+    for item in (item.strip().lower() for item in text.split(",")):
+        if item == "default":
+            settings.append(None)
+        elif item.isdigit() and int(item) > 0:
+            settings.append(int(item))
+        else:
+            raise argparse.ArgumentTypeError(f"expected a comma list of 'default' and positive integers, got {text!r}")
+    return list(dict.fromkeys(settings))
+
+
 def add_arguments(parser):
+    """bench's options, on an argparse parser."""
+    from .bench_train import model_list
+
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--train", action="store_true",
+                      help="time one char-LM training step end to end (see --models) instead of the "
+                           "recurrent passes alone")
+    what.add_argument("--mixed", action="store_true",
+                      help="time each forward+backward pass after a 512x512 NumPy matmul, beside the "
+                           "same pass isolated and with the BLAS on 1 thread; name the foreign threads "
+                           "that run meanwhile")
     parser.add_argument("--quick", action="store_true",
-                        help="short run: fewer rounds and calls per round (noisier figures)")
+                        help="short run: fewer rounds, calls and shapes (noisier figures)")
     parser.add_argument("--cells", type=name_list(CELLS, "cell_list"), default=list(CELLS),
                         help="comma-separated cells (default: lstm,gru,rnn)")
-    parser.add_argument("--shapes", type=shape_list, default=SHAPES,
-                        help="semicolon-separated T,B,D,H shapes (default: the five shapes of SPEC §7)")
+    parser.add_argument("--shapes", type=shape_list, default=None,
+                        help="semicolon-separated T,B,D,H shapes (default: the five shapes of BENCHMARKS.md, "
+                             "three of them with --quick)")
+    parser.add_argument("--models", type=model_list, default=None,
+                        help="with --train: semicolon-separated CELL,LAYERS,T,B,H models, CELL lstm or gru "
+                             "(default: from lstm,1,40,16,32 to lstm,2,50,64,512)")
+    parser.add_argument("--threads", type=thread_list, default=[None, 1],
+                        help="with --train: comma-separated thread settings, 'default' (the BLAS's own) "
+                             "or a count (default: default,1)")
     parser.add_argument("--rounds", type=positive_int, default=None,
                         help="interleaved rounds per measurement (default: 7, or 3 with --quick)")
     parser.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
@@ -174,17 +219,28 @@ def _calls_per_round(fn, budget):
 SETTLE_SECONDS = 0.15
 
 
-def measure(passes, rounds, budget):
-    """Interleaved timing: per round, each pass runs its calls back to back; returns, per pass,
-    the list of per-round medians in seconds."""
+def measure(passes, rounds, budget, inner=None):
+    """Interleaved timing: per round, each pass runs its calls back to back.
+
+    Returns, per pass name, the list of per-round medians of the call times in seconds. A pass
+    may return a number of seconds (the time of a part of the call, timed by itself): when
+    `inner` is a dict, inner[name] then receives the per-round medians of those numbers.
+    """
     counts = {name: _calls_per_round(fn, budget) for name, fn in passes.items()}
     medians = {name: [] for name in passes}
     for _ in range(rounds):
         for name, fn in passes.items():
             time.sleep(SETTLE_SECONDS)
             fn()
-            times = [_seconds(fn) for _ in range(counts[name])]
+            times, parts = [], []
+            for _ in range(counts[name]):
+                start = time.perf_counter()
+                part = fn()
+                times.append(time.perf_counter() - start)
+                parts.append(part)
             medians[name].append(float(np.median(times)))
+            if inner is not None and None not in parts:
+                inner.setdefault(name, []).append(float(np.median(parts)))
     return medians
 
 
@@ -201,49 +257,91 @@ def blas_info():
     ]
 
 
-def run(args):
-    cells, shapes = args.cells, args.shapes
-    rounds = args.rounds or (3 if args.quick else 7)
-    budget = 0.05 if args.quick else 0.2
-    backends = fastrnn.available_backends()
-    torch = None
-    if not args.no_torch:
-        try:
-            import torch
-        except ImportError:
-            torch = None
-    threads = _blas_threads()
-    if torch is not None:
-        torch.set_num_threads(threads)
-    jax = None
-    if not args.no_jax:
-        try:
-            import jax
-        except ImportError:
-            jax = None
+def import_peer(name, leave_out):
+    """The module `name` (torch, jax), or None when left out or not installed."""
+    if leave_out:
+        return None
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
 
-    rate = gemm_rate()
-    print(f"fastrnn {fastrnn.__version__} bench: float32, {rounds} interleaved rounds, medians")
+
+def print_header(title, rounds, torch=None, jax=None, rate=None):
+    """The lines every bench starts with: what runs, on what machine, with which BLAS."""
+    threads = blas_threads()
+    print(f"fastrnn {fastrnn.__version__} bench{title}: float32, {rounds} interleaved rounds, medians")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"NumPy {np.__version__}" + (f", torch {torch.__version__} ({threads} threads)" if torch else "")
-          + (f", jax {jax.__version__} (XLA's own CPU threads)" if jax else ""))
+          f"NumPy {np.__version__}")
+    if torch is not None:
+        print(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    if jax is not None:
+        print(f"jax {jax.__version__} (XLA's own CPU threads)")
     for line in blas_info():
         print(f"BLAS: {line}")
     for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if var in os.environ:
             print(f"env: {var}={os.environ[var]}")
-    print(f"NumPy sgemm rate (2048^3): {rate / 1e9:.1f} GFLOP/s")
-    if "cython" in backends:
-        print(cython_threading(threads))
+    if rate is not None:
+        print(f"NumPy sgemm rate (2048^3): {rate / 1e9:.1f} GFLOP/s")
+    if "cython" in fastrnn.available_backends():
+        print(textwrap.fill(cython_threading(threads), WIDTH))
     else:
         print("cython backend not available: only the reference and the peers are timed")
 
-    header = (f"{'cell':5} {'mode':16} {'T,B,D,H':18} {'cython ms':>10} {'ref ms':>9} {'torch ms':>9} "
-              f"{'jax ms':>9} {'x ref':>7} {'x torch':>8} {'x jax':>7} {'GEMM %':>7} {'spread':>7}")
-    print(header)
-    print("-" * len(header))
+
+def run(args):
+    """Run the bench `args` ask for; returns the exit code."""
+    problem = args.json and output_problem(args.json, "--json")
+    if problem:
+        print(f"python -m fastrnn bench: error: {problem}", file=sys.stderr)  # now, not after the run
+        return 2
+    if args.models is not None and not args.train:
+        print("python -m fastrnn bench: error: argument --models: only with --train", file=sys.stderr)
+        return 2
+    watch = LoadWatch()
+    if args.train:
+        from .bench_train import run_train as bench
+    elif args.mixed:
+        from .bench_mixed import run_mixed as bench
+    else:
+        bench = run_kernels
+    summary = bench(args)
+    machine, lines = watch.report()
+    for line in lines:
+        print(textwrap.fill(line, WIDTH, subsequent_indent="  "))
+    if args.json:
+        summary["machine"] = machine
+        if not write_json(args.json, summary, "bench"):
+            return 2
+        print(f"wrote {args.json}")
+    return 0
+
+
+def settings(args):
+    """(rounds, budget seconds per block of calls, shapes) of a kernel bench run."""
+    rounds = args.rounds or (3 if args.quick else 7)
+    shapes = args.shapes or (QUICK_SHAPES if args.quick else SHAPES)
+    return rounds, (0.03 if args.quick else 0.2), shapes
+
+
+def run_kernels(args):
+    """The recurrent passes alone against the reference, torch and JAX; returns the JSON summary."""
+    rounds, budget, shapes = settings(args)
+    backends = fastrnn.available_backends()
+    torch = import_peer("torch", args.no_torch)
+    if torch is not None:
+        torch.set_num_threads(blas_threads())
+    jax = import_peer("jax", args.no_jax)
+    rate = gemm_rate()
+    print_header("", rounds, torch, jax, rate)
+    contenders = [name for name, present in (("cython", "cython" in backends), ("reference", not args.no_reference),
+                                             ("torch", torch is not None), ("jax", jax is not None)) if present]
+    columns = kernel_columns(contenders)
+    print("times in ms; x PEER: PEER's time over cython's")
+    print_table_header(columns)
     results = []
-    for cell in cells:
+    for cell in args.cells:
         for mode in MODES:
             for shape in shapes:
                 passes = {}
@@ -267,16 +365,10 @@ def run(args):
                             row[f"speedup_vs_{peer}"] = row[f"{peer}_ms"] / row["cython_ms"]
                     row["gemm_share"] = matmul_flops(cell, shape, mode) / (row["cython_ms"] / 1e3) / rate
                 results.append(row)
-                print(_format_row(row), flush=True)
-
-    if args.json:
-        summary = {"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
-                   "torch": getattr(torch, "__version__", None), "jax": getattr(jax, "__version__", None),
-                   "results": results}
-        if not write_json(args.json, summary, "bench"):
-            return 2
-        print(f"wrote {args.json}")
-    return 0
+                print(table_row(columns, row), flush=True)
+    return {"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
+            "torch": getattr(torch, "__version__", None), "jax": getattr(jax, "__version__", None),
+            "results": results}
 
 
 def cython_threading(threads):
@@ -291,7 +383,8 @@ def cython_threading(threads):
             "gradients by the rows they sum over)")
 
 
-def _blas_threads():
+def blas_threads():
+    """The BLAS's thread setting (the largest over the BLAS libraries loaded), or the core count."""
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
@@ -300,13 +393,50 @@ def _blas_threads():
     return max(counts) if counts else (os.cpu_count() or 1)
 
 
-def _format_row(row):
-    def cell(key, fmt, width):
-        return f"{row[key]:{width}{fmt}}" if key in row else f"{'-':>{width}}"
-    shape = ",".join(str(v) for v in row["shape"])
-    return (f"{row['cell']:5} {row['mode']:16} {shape:18} {cell('cython_ms', '.3f', 10)} "
-            f"{cell('reference_ms', '.3f', 9)} {cell('torch_ms', '.3f', 9)} {cell('jax_ms', '.3f', 9)} "
-            f"{cell('speedup_vs_reference', '.1f', 7)} {cell('speedup_vs_torch', '.2f', 8)} "
-            f"{cell('speedup_vs_jax', '.2f', 7)} "
-            + (f"{100 * row['gemm_share']:6.0f}%" if "gemm_share" in row else f"{'-':>7}")
-            + f" {cell('cython_spread', '.2f', 7)}")
+# -- tables -----------------------------------------------------------------------------------------
+
+
+def figure(value):
+    """A time or a ratio in at most 7 characters: 4 significant digits, whole numbers from 1000."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def percent(share):
+    """A share between 0 and 1 as a whole percentage, e.g. "42%"."""
+    return f"{100 * share:.0f}%"
+
+
+def key_figure(key, fmt=figure):
+    """A table cell: `fmt(row[key])`, or None (printed "-") when the row has no `key`."""
+    return lambda row: fmt(row[key]) if key in row else None
+
+
+def print_table_header(columns):
+    """Print the header line and its rule for `columns`, a list of (title, width, row -> text or
+    None); a negative width left-aligns the column."""
+    header = " ".join(_aligned(title, width) for title, width, _ in columns).rstrip()
+    print(header)
+    print("-" * len(header))
+
+
+def table_row(columns, row):
+    """One line of the table for the dict `row`."""
+    return " ".join(_aligned(text(row) or "-", width) for _, width, text in columns).rstrip()
+
+
+def _aligned(text, width):
+    return f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+
+
+def kernel_columns(contenders):
+    """The kernel table's columns for the contenders timed (cython, reference, torch, jax)."""
+    titles = {"cython": "cython", "reference": "ref", "torch": "torch", "jax": "jax"}
+    columns = [("cell", -4, lambda row: row["cell"]),
+               ("mode", -7, lambda row: {"forward": "fwd", "forward+backward": "fwd+bwd"}[row["mode"]]),
+               ("T,B,D,H", -14, lambda row: ",".join(map(str, row["shape"])))]
+    columns += [(titles[name], 7, key_figure(f"{name}_ms")) for name in contenders]
+    columns += [(f"x {titles[peer]}", 7, key_figure(f"speedup_vs_{peer}"))
+                for peer in contenders if peer != "cython" and "cython" in contenders]
+    columns += [("GEMM %", 6, key_figure("gemm_share", fmt=percent)),
+                ("spread", 6, key_figure("cython_spread", fmt=lambda v: f"{v:.2f}"))]
+    return columns
