@@ -156,8 +156,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
     cache.layout, cache.reset_after = lay, reset_after
     cache.x, cache.w_ih, cache.w_hh = lay.pack(x), params["w_ih"], params["w_hh"]
-    cache.hs = empty((lay.state_rows, params["w_hh"].shape[1]), x.dtype)
-    lay.set_initial(cache.hs, state0[0])
+    cache.hs = lay.state_sequence(state0[0])
     if x.dtype == np.float32:
         y = _forward[float](cache.x, cache.w_ih, cache.w_hh, params["b_ih"], params["b_hh"], cache)
     else:

@@ -118,20 +118,17 @@ def forward(x, state0, params, lengths, reverse):
     cdef _Cache cache = _Cache.__new__(_Cache)
     if w_peep is None:
         w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
-    cache.layout = layout(lengths, x.shape[0], x.shape[1], reverse)
-    cache.x, cache.w_ih, cache.w_hh, cache.w_peep = cache.layout.pack(x), params["w_ih"], w_hh, w_peep
-    cache.hs = empty((cache.layout.state_rows, H), x.dtype)
-    cache.cs = empty((cache.layout.state_rows, H), x.dtype)
-    cache.layout.set_initial(cache.hs, state0[0])
-    cache.layout.set_initial(cache.cs, state0[1])
+    cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
+    cache.layout, cache.x, cache.w_ih, cache.w_hh = lay, lay.pack(x), params["w_ih"], w_hh
+    cache.w_peep = w_peep
+    cache.hs, cache.cs = lay.state_sequence(state0[0]), lay.state_sequence(state0[1])
     if x.dtype == np.float32:
         y = _forward[float](cache.x, params["w_ih"], w_hh, params["b_ih"], params["b_hh"], w_peep,
                             cache)
     else:
         y = _forward[double](cache.x, params["w_ih"], w_hh, params["b_ih"], params["b_hh"],
                              w_peep, cache)
-    state_n = (cache.layout.final(cache.hs), cache.layout.final(cache.cs))
-    return cache.layout.unpack(y), state_n, cache
+    return lay.unpack(y), (lay.final(cache.hs), lay.final(cache.cs)), cache
 
 
 cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,

@@ -103,8 +103,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
     cache.layout, cache.relu = lay, nonlinearity == "relu"
     cache.x, cache.w_ih, cache.w_hh = lay.pack(x), params["w_ih"], params["w_hh"]
     # Kept for backward: the h sequence only (and the initial state).
-    cache.hs = empty((lay.state_rows, params["w_hh"].shape[1]), x.dtype)
-    lay.set_initial(cache.hs, state0[0])
+    cache.hs = lay.state_sequence(state0[0])
     if x.dtype == np.float32:
         y = _forward[float](cache.x, cache.w_ih, cache.w_hh, params["b_ih"], params["b_hh"], cache)
     else:

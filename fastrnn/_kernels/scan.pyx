@@ -102,13 +102,16 @@ cdef class Layout:
         out[self.order] = a
         return out
 
-    def set_initial(self, hs, state0):
-        """Put the initial state `state0` (B, H), original order, into the state sequence `hs`."""
+    def state_sequence(self, state0):
+        """A state sequence (state_rows, H) with the initial state `state0` (B, H), original
+        order, in place."""
+        hs = empty((self.state_rows, state0.shape[1]), state0.dtype)
         if self.order is None:
             start = self.reverse * self.steps.T * self.steps.B
             hs[start:start + self.steps.B] = state0
         else:
             hs[self.first_row] = state0[self.order]
+        return hs
 
     def final(self, hs):
         """The final state of every sequence (B, H), original order, from the state sequence."""
@@ -189,7 +192,8 @@ cdef Layout layout(lengths, int T, int B, bint reverse):
     cdef const int64_t[::1] step_row = lay.step_row, slot_row = lay.slot_row
     cdef const int64_t[::1] sorted_lengths = lay.lengths
     lay.steps.T, lay.steps.B = T, B
-    lay.steps.active, lay.steps.step_row, lay.steps.slot_row = &active[0], &step_row[0], &slot_row[0]
+    lay.steps.active, lay.steps.step_row = &active[0], &step_row[0]
+    lay.steps.slot_row = &slot_row[0]
     lay.steps.lengths = NULL if sorted_lengths is None else &sorted_lengths[0]
     return lay
 

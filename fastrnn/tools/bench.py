@@ -457,7 +457,7 @@ def kernel_columns(contenders):
     titles = {"cython": "cython", "reference": "ref", "torch": "torch", "jax": "jax"}
     columns = [("cell", -4, lambda row: row["cell"]),
                ("mode", -11, lambda row: {"forward": "fwd", "forward+backward": "fwd+bwd"}[row["mode"]]
-                + (" len" if "lengths" in row else "")),
+                                         + (" len" if "lengths" in row else "")),
                ("T,B,D,H", -14, lambda row: ",".join(map(str, row["shape"])))]
     columns += [(titles[name], 7, key_figure(f"{name}_ms")) for name in contenders]
     columns += [(f"x {titles[peer]}", 7, key_figure(f"speedup_vs_{peer}"))
