@@ -11,7 +11,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import fastrnn
-from fastrnn.tools.bench import bench_lengths
+from fastrnn.tools.bench_core import bench_lengths
 
 SHAPES = [(100, 64, 256, 256), (50, 16, 64, 64)]
 

@@ -6,7 +6,8 @@ suite gives pytest-benchmark's statistics for the same passes (float32, forward+
 import pytest
 
 import fastrnn
-from fastrnn.tools.bench import SHAPES, _fastrnn_pass, _torch_pass, bench_lengths
+from fastrnn.tools.bench import _torch_pass
+from fastrnn.tools.bench_core import SHAPES, _fastrnn_pass, bench_lengths
 
 BACKENDS = fastrnn.available_backends()
 

@@ -10,7 +10,7 @@ interleaved side-by-side table with ratios and the outside-the-layer share is `b
 import pytest
 
 import fastrnn
-from fastrnn.tools.bench import blas_threads
+from fastrnn.tools.bench_core import blas_threads
 from fastrnn.tools.bench_train import MODELS, make_steps, thread_setting
 
 CONTENDERS = [*fastrnn.available_backends(), "torch"]

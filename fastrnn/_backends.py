@@ -1,8 +1,7 @@
 """Backends: where the single-direction, single-layer cell kernels come from.
 
-Every backend provides, for each cell of the registry (fastrnn/_cells.py), a pair of functions
-with one contract (the layer driver in `fastrnn/_layer.py` only ever calls these two; see
-docs/layers.md):
+Every backend provides, for each cell of the registry (fastrnn/_cells.py), three functions with
+one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see docs/layers.md):
 
     forward(x, state0, params, lengths, reverse, **options) -> (y, state_n, cache)
         x        (T, B, D) C-contiguous array of the layer dtype (float32 or float64).
@@ -23,12 +22,21 @@ docs/layers.md):
         after the last step processed); cache, an opaque object that backward consumes.
         Inputs are never modified.
 
-    backward(dy, dstate_n, cache, grads) -> (dx, dstate0)
+    backward(dy, dstate_n, cache, grads, norms=None) -> (dx, dstate0)
         dy       (T, B, H) C-contiguous gradient w.r.t. y (rows at padded steps are ignored).
         dstate_n tuple like state0: gradient w.r.t. state_n.
         grads    dict with the same keys as params (value None where the param is None); the
                  parameter gradients are ADDED into these arrays in place.
+        norms    None, or a float64 (S, T) array (S = len(state0)) that receives the gradient-norm
+                 record: norms[k, t] is the Frobenius norm, over the batch and the hidden units,
+                 of the whole gradient w.r.t. state part k (h, then c) after step t — for h,
+                 dy[t] plus what step t+1 passes back. Padded (t, b) contribute nothing. It
+                 changes no other result.
         Returns dx (T, B, D) and dstate0 (tuple like state0), fresh arrays.
+
+    gate_activations(cache) -> (T, G, B, H) array, a fresh copy
+        The activated gates the forward that made `cache` computed, gates in the cell spec's
+        order (for "rnn", G = 1: h_t itself). Values at padded (t, b) are unspecified.
 
 Arguments reaching these functions are already validated by the driver.
 """
@@ -105,10 +113,14 @@ def resolve_backend(backend, cell):
     return backend
 
 
+def cell_module(backend, cell):
+    """The module implementing `cell` for a concrete backend name (the contract above)."""
+    if backend == "reference":
+        return importlib.import_module(CELLS[cell].reference)
+    return _kernel_module(cell)
+
+
 def cell_functions(backend, cell):
     """(forward, backward) of `cell` for a concrete backend name."""
-    if backend == "reference":
-        module = importlib.import_module(CELLS[cell].reference)
-    else:
-        module = _kernel_module(cell)
+    module = cell_module(backend, cell)
     return module.forward, module.backward

@@ -13,6 +13,8 @@ from . import _backends
 from ._cells import CELLS
 from ._checks import flag, float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
+from ._gate_statistics import gate_statistics
+from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._module import Module
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
@@ -48,6 +50,8 @@ class RecurrentLayer(Module):
         dtype=np.float32,
         backend="auto",
         seed=None,
+        recurrent_init="uniform",
+        forget_bias=0.0,
         **cell_options,
     ):
         self.input_size = positive_int("input_size", input_size)
@@ -65,11 +69,17 @@ class RecurrentLayer(Module):
         spec = CELLS[self.cell]
         self.num_gates, self.state_names = spec.num_gates, spec.state_names
         self._cell_options = spec.check_options(cell_options)
+        self.recurrent_init = check_recurrent_init(recurrent_init)
+        self.forget_bias = check_forget_bias(forget_bias, spec, self.bias)
         super().__init__(dtype)
         self.backend = _backends.resolve_backend(backend, self.cell)
         self._forward_fn, self._backward_fn = _backends.cell_functions(self.backend, self.cell)
+        self._gate_activations_fn = _backends.cell_module(self.backend, self.cell).gate_activations
         self._rng = random_generator(seed)
         self.training = True
+        # The opt-in record of backward (docs/layers.md §13).
+        self.record_gradient_norms = False
+        self.gradient_norms = None
 
         self.num_directions = 2 if self.bidirectional else 1
         # For each (layer, direction): the kernels' short names -> this layer's arrays.
@@ -91,10 +101,15 @@ class RecurrentLayer(Module):
                     unit_grads.setdefault(short, None)
                 self._unit_params.append(unit_params)
                 self._unit_grads.append(unit_grads)
+        # After every default draw: the other parameters of a seed stay those of the default init.
+        for unit_params in self._unit_params:
+            apply_init_options(self._rng, unit_params, spec, self.hidden_size, self.recurrent_init,
+                               self.forget_bias)
         # The arrays and kernels are set up for these: changing one later is an AttributeError.
         self._fix_attributes(
             "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
-            "peephole", "backend", "num_directions", "cell", **self._cell_options,
+            "peephole", "backend", "num_directions", "cell", "recurrent_init", "forget_bias",
+            **self._cell_options,
         )
 
     @property
@@ -122,14 +137,18 @@ class RecurrentLayer(Module):
         options = [f"{self.input_size}", f"{self.hidden_size}"]
         if self.num_layers != 1:
             options.append(f"num_layers={self.num_layers}")
-        for flag in ("bidirectional", "batch_first", "peephole"):
-            if getattr(self, flag):
-                options.append(f"{flag}=True")
+        for name in ("bidirectional", "batch_first", "peephole"):
+            if getattr(self, name):
+                options.append(f"{name}=True")
         if not self.bias:
             options.append("bias=False")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
         options += [f"{key}={value!r}" for key, value in self._repr_options().items()]
+        if self.recurrent_init != "uniform":
+            options.append(f"recurrent_init={self.recurrent_init!r}")
+        if self.forget_bias:
+            options.append(f"forget_bias={self.forget_bias}")
         options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join(options)})"
 
@@ -179,7 +198,7 @@ class RecurrentLayer(Module):
             layer_caches.append(caches)
 
         # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if is_grad_enabled() else None
         y = layer_input
         if self.batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
@@ -188,7 +207,7 @@ class RecurrentLayer(Module):
     def backward(self, dy, dstate=None):
         """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape = self._cached()
+        layer_caches, masks, batch, y_shape, _ = self._cached()
         expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
         if self.batch_first:
@@ -198,15 +217,20 @@ class RecurrentLayer(Module):
 
         dirs, hidden = self.num_directions, self.hidden_size
         initial = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        record = {} if self.record_gradient_norms else None
         dy_layer = dy
         for layer in reversed(range(self.num_layers)):
             dx = None
             for direction in range(dirs):
                 unit = layer * dirs + direction
                 dy_unit = dy_layer if dirs == 1 else np.ascontiguousarray(dy_layer[:, :, direction * hidden:(direction + 1) * hidden])
+                norms = None if record is None else np.empty((len(self.state_names), dy.shape[0]))
                 dx_unit, dstate0 = self._backward_fn(
-                    dy_unit, tuple(d[unit] for d in dstates), layer_caches[layer][direction], self._unit_grads[unit]
+                    dy_unit, tuple(d[unit] for d in dstates), layer_caches[layer][direction], self._unit_grads[unit],
+                    norms,
                 )
+                if record is not None:
+                    record[layer, direction] = dict(zip(self.state_names, norms))
                 for array, value in zip(initial, dstate0):
                     array[unit] = value
                 # Both directions read the same input, so their input gradients add.
@@ -215,9 +239,39 @@ class RecurrentLayer(Module):
                 dx *= masks[layer]
             dy_layer = dx
 
+        if record is not None:
+            self.gradient_norms = record
         if self.batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
         return dy_layer, self._pack_state(initial)
+
+    def gate_statistics(self):
+        """How saturated the gates of the last forward call are (docs/layers.md §13).
+
+        Needs the cache of a forward run outside `fastrnn.no_grad()` and not yet consumed by
+        `backward`. Padded steps (t >= lengths[b]) are left out.
+
+        Returns
+        -------
+        dict
+            (layer, direction) -> {gate name -> {"saturated": float, "mean": float}}: the
+            fraction of activations in the flat parts of the gate's function (σ < 0.05 or
+            σ > 0.95; |tanh| > 0.95; relu: exactly 0) and their mean, over steps, sequences and
+            hidden units. Gate names as in fastrnn/_cells.py ("h" for the RNN).
+        """
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.gate_statistics needs the cache of a forward call run "
+                "outside fastrnn.no_grad() and before backward"
+            )
+        layer_caches, _, _, _, lengths = self._cache
+        return {
+            (layer, direction): gate_statistics(
+                CELLS[self.cell], self._gate_activations_fn(cache), lengths, **self._cell_options
+            )
+            for layer, caches in enumerate(layer_caches)
+            for direction, cache in enumerate(caches)
+        }
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from . import _backends
 from ._cells import CELLS
 from ._checks import flag, float_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
+from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._layer import _PARAM_PREFIX
 from ._module import Module
 
@@ -33,10 +34,13 @@ class RecurrentCell(Module):
     cell = None
 
     def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, dtype=np.float32,
-                 backend="auto", seed=None, **cell_options):
+                 backend="auto", seed=None, recurrent_init="uniform", forget_bias=0.0,
+                 **cell_options):
         spec = CELLS[self.cell]
         self.num_gates, self.state_names = spec.num_gates, spec.state_names
         self._cell_options = spec.check_options(cell_options)
+        self.recurrent_init = check_recurrent_init(recurrent_init)
+        self.forget_bias = check_forget_bias(forget_bias, spec, bool(bias))
         super().__init__(dtype)
         self.input_size = positive_int("input_size", input_size)
         self.hidden_size = positive_int("hidden_size", hidden_size)
@@ -55,8 +59,10 @@ class RecurrentCell(Module):
                 self._params[short], self._grads[short] = self._add_param(prefix, weights)
             else:
                 self._params[short] = self._grads[short] = None
+        apply_init_options(rng, self._params, spec, self.hidden_size, self.recurrent_init,
+                           self.forget_bias)
         self._fix_attributes("input_size", "hidden_size", "bias", "peephole", "backend", "cell",
-                             **self._cell_options)
+                             "recurrent_init", "forget_bias", **self._cell_options)
 
     @property
     def _tape(self):
@@ -75,6 +81,10 @@ class RecurrentCell(Module):
         if not getattr(self, "forget_gate", True):
             options.append("forget_gate=False")
         options += [f"{key}={value!r}" for key, value in self._cell_options.items()]
+        if self.recurrent_init != "uniform":
+            options.append(f"recurrent_init={self.recurrent_init!r}")
+        if self.forget_bias:
+            options.append(f"forget_bias={self.forget_bias}")
         options += [f"dtype={self.dtype.name}", f"backend={self.backend!r}"]
         return f"{type(self).__name__}({', '.join(options)})"
 
@@ -192,14 +202,22 @@ class LSTMCell(RecurrentCell):
     backend : "auto", "cython" or "reference"
     seed : None, int or numpy.random.Generator
         Initial weights from U(-1/√H, 1/√H), as torch.
+    recurrent_init : "uniform" (default) or "orthogonal"
+        "orthogonal": each gate's (H, H) block of `weight_hh` a random orthogonal matrix (gain
+        1), drawn after the other parameters (docs/layers.md §1).
+    forget_bias : float, default 0.0
+        Added to the forget gate's rows of `bias_ih` after the draw (Keras's unit_forget_bias
+        habit); needs the forget gate and bias=True.
     """
 
     def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, forget_gate=True,
-                 dtype=np.float32, backend="auto", seed=None):
+                 dtype=np.float32, backend="auto", seed=None, recurrent_init="uniform",
+                 forget_bias=0.0):
         self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, bias, peephole=peephole, dtype=dtype,
-                         backend=backend, seed=seed)
+                         backend=backend, seed=seed, recurrent_init=recurrent_init,
+                         forget_bias=forget_bias)
         self._fix_attributes("forget_gate")
 
 
@@ -208,26 +226,27 @@ class GRUCell(RecurrentCell):
 
     h' = (1 - z) ⊙ n + z ⊙ h. `reset_after=True` (torch's and cuDNN's form) applies r to
     W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014). Other parameters
-    as `LSTMCell`, with 3·H gate rows.
+    as `LSTMCell` (`recurrent_init` included), with 3·H gate rows.
     """
 
     cell = "gru"
 
     def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, recurrent_init="uniform"):
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
-                         reset_after=reset_after)
+                         recurrent_init=recurrent_init, reset_after=reset_after)
 
 
 class RNNCell(RecurrentCell):
     """One Elman step, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNNCell; state h.
 
-    `nonlinearity` is "tanh" (default) or "relu". Other parameters as `LSTMCell`, with H gate rows.
+    `nonlinearity` is "tanh" (default) or "relu". Other parameters as `LSTMCell`
+    (`recurrent_init` included), with H gate rows.
     """
 
     cell = "rnn"
 
     def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh", dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, recurrent_init="uniform"):
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
-                         nonlinearity=nonlinearity)
+                         recurrent_init=recurrent_init, nonlinearity=nonlinearity)

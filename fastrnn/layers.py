@@ -10,18 +10,22 @@ class LSTM(RecurrentLayer):
 
     `forget_gate=False` gives the cell of Hochreiter & Schmidhuber 1997 (gate rows i, g, o,
     c_t = c_{t-1} + i * g); with peepholes, it has the rows p_i and p_o only (w_peep (2, H)).
-    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays. See docs/math.md and
+    State is a tuple `(h, c)` of (num_layers * dirs, B, H) arrays. `forget_bias` is added to
+    the forget gate's rows of every bias_ih after the draw; `recurrent_init="orthogonal"` makes
+    each gate's block of every weight_hh a random orthogonal matrix. See docs/math.md and
     docs/layers.md.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, peephole=False, forget_gate=True,
-                 dtype=np.float32, backend="auto", seed=None):
+                 dtype=np.float32, backend="auto", seed=None, recurrent_init="uniform",
+                 forget_bias=0.0):
         self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, peephole=peephole,
-                         dtype=dtype, backend=backend, seed=seed)
+                         dtype=dtype, backend=backend, seed=seed, recurrent_init=recurrent_init,
+                         forget_bias=forget_bias)
         self._fix_attributes("forget_gate")
 
     def _repr_options(self):
@@ -39,10 +43,11 @@ class GRU(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, reset_after=True, dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, recurrent_init="uniform"):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
-                         backend=backend, seed=seed, reset_after=reset_after)
+                         backend=backend, seed=seed, recurrent_init=recurrent_init,
+                         reset_after=reset_after)
 
 
 class RNN(RecurrentLayer):
@@ -55,7 +60,8 @@ class RNN(RecurrentLayer):
 
     def __init__(self, input_size, hidden_size, num_layers=1, *, bias=True, batch_first=False,
                  bidirectional=False, dropout=0.0, nonlinearity="tanh", dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, recurrent_init="uniform"):
         super().__init__(input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
                          bidirectional=bidirectional, dropout=dropout, dtype=dtype,
-                         backend=backend, seed=seed, nonlinearity=nonlinearity)
+                         backend=backend, seed=seed, recurrent_init=recurrent_init,
+                         nonlinearity=nonlinearity)

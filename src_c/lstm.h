@@ -56,7 +56,7 @@ KERNEL void SFX(lstm_forward_step)(int B, int H, int64_t t, const int64_t *lengt
 static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const REAL *restrict p,
                                           const REAL *restrict c_prev, const REAL *restrict c,
                                           const REAL *restrict dy, REAL *restrict dh,
-                                          REAL *restrict dc, REAL *restrict dg)
+                                          REAL *restrict dc, REAL *restrict dg, int keep_dc)
 {
     const REAL *restrict gi = g, *restrict gf = g + H, *restrict gg = g + 2 * H;
     const REAL *restrict go = g + 3 * H;
@@ -77,7 +77,7 @@ static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const R
         dgg[j] = dcj * i * (1 - gc * gc);
         dgo[j] = do_pre;
         dc[j] = dcj * f + di_pre * p[j] + df_pre * p[H + j];
-        dh[j] = 0;
+        dh[j] = keep_dc ? dcj : 0;
     }
 }
 
@@ -96,11 +96,14 @@ static inline void SFX(lstm_peephole_grad_row)(int H, const REAL *restrict dg,
 /* gates: activated i, f, g, o of step t; c_prev, c: the cell state before and after step t;
  * w_peep as in forward. dc: like dh, for the cell state (complete: nothing of it flows through
  * W_hh). dgates out: gradient w.r.t. the gate pre-activations. dpeep (3, H): accumulates the
- * peephole gradient, or NULL to skip it. */
+ * peephole gradient, or NULL to skip it. dc_sq: accumulates the squared norm of the gradient
+ * w.r.t. c_t over the valid rows (the gradient-norm record), or NULL to skip it: the row
+ * kernel then leaves dL/dc_t in dh, where it would write zeros, and take_sum_squares reads and
+ * clears it, so the row's loop stays as vectorisable as without the record. */
 KERNEL void SFX(lstm_backward_step)(int B, int H, int64_t t, const int64_t *lengths,
                                     const REAL *gates, const REAL *c_prev, const REAL *c,
                                     const REAL *w_peep, const REAL *dy, REAL *dh, REAL *dc,
-                                    REAL *dgates, double *dpeep)
+                                    REAL *dgates, double *dpeep, double *dc_sq)
 {
     for (int b = 0; b < B; b++) {
         REAL *dg = ROW(dgates, b, 4 * H);
@@ -109,7 +112,9 @@ KERNEL void SFX(lstm_backward_step)(int B, int H, int64_t t, const int64_t *leng
             continue;
         }
         SFX(lstm_backward_row)(H, ROW(gates, b, 4 * H), w_peep, ROW(c_prev, b, H), ROW(c, b, H),
-                               ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg);
+                               ROW(dy, b, H), ROW(dh, b, H), ROW(dc, b, H), dg, dc_sq != NULL);
+        if (dc_sq != NULL)
+            SFX(take_sum_squares)(ROW(dh, b, H), H, dc_sq);
         if (dpeep != NULL)
             SFX(lstm_peephole_grad_row)(H, dg, ROW(c_prev, b, H), ROW(c, b, H), dpeep);
     }
@@ -159,7 +164,7 @@ KERNEL void SFX(lstm_nf_forward_step)(int B, int H, int64_t t, const int64_t *le
 static inline void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
                                              const REAL *restrict p, const REAL *restrict c,
                                              const REAL *restrict dy, REAL *restrict dh,
-                                             REAL *restrict dc, REAL *restrict dg)
+                                             REAL *restrict dc, REAL *restrict dg, int keep_dc)
 {
     const REAL *restrict gi = g, *restrict gg = g + H, *restrict go = g + 2 * H;
     REAL *restrict dgi = dg, *restrict dgg = dg + H, *restrict dgo = dg + 2 * H;
@@ -176,16 +181,16 @@ static inline void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
         dgg[j] = dcj * i * (1 - gc * gc);
         dgo[j] = do_pre;
         dc[j] = dcj + di_pre * p[j];
-        dh[j] = 0;
+        dh[j] = keep_dc ? dcj : 0;
     }
 }
 
 /* As lstm_backward_step, for the cell without forget gate: gates, dgates (B, 3H) i, g, o;
- * w_peep and dpeep (2, H). */
+ * w_peep and dpeep (2, H); dc_sq as there. */
 KERNEL void SFX(lstm_nf_backward_step)(int B, int H, int64_t t, const int64_t *lengths,
                                        const REAL *gates, const REAL *c_prev, const REAL *c,
                                        const REAL *w_peep, const REAL *dy, REAL *dh, REAL *dc,
-                                       REAL *dgates, double *dpeep)
+                                       REAL *dgates, double *dpeep, double *dc_sq)
 {
     for (int b = 0; b < B; b++) {
         REAL *dg = ROW(dgates, b, 3 * H);
@@ -194,7 +199,9 @@ KERNEL void SFX(lstm_nf_backward_step)(int B, int H, int64_t t, const int64_t *l
             continue;
         }
         SFX(lstm_nf_backward_row)(H, ROW(gates, b, 3 * H), w_peep, ROW(c, b, H), ROW(dy, b, H),
-                                  ROW(dh, b, H), ROW(dc, b, H), dg);
+                                  ROW(dh, b, H), ROW(dc, b, H), dg, dc_sq != NULL);
+        if (dc_sq != NULL)
+            SFX(take_sum_squares)(ROW(dh, b, H), H, dc_sq);
         if (dpeep == NULL) continue;
         const REAL *restrict cp = ROW(c_prev, b, H), *restrict cb = ROW(c, b, H);
         for (int j = 0; j < H; j++) {

@@ -122,6 +122,48 @@ static inline void SFX(tanh_row)(REAL *restrict x, int n)
     for (int j = 0; j < n; j++) x[j] = TANH(x[j]);
 }
 
+/* For the opt-in gradient-norm record: the sum of (a[j] + b[j])^2, b NULL for zeros. Eight
+ * partial sums, because without -ffast-math the compiler keeps one floating-point sum in order,
+ * one add waiting for the last, but vectorises independent ones. */
+static inline double SFX(sum_squares)(const REAL *restrict a, const REAL *restrict b, int n)
+{
+    double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0}, sum = 0;
+    int j = 0;
+    if (b == NULL) {
+        for (; j + 8 <= n; j += 8)
+            for (int k = 0; k < 8; k++) lanes[k] += (double)a[j + k] * a[j + k];
+        for (; j < n; j++) sum += (double)a[j] * a[j];
+    } else {
+        for (; j + 8 <= n; j += 8)
+            for (int k = 0; k < 8; k++) {
+                const double v = (double)a[j + k] + (double)b[j + k];
+                lanes[k] += v * v;
+            }
+        for (; j < n; j++) sum += ((double)a[j] + b[j]) * ((double)a[j] + b[j]);
+    }
+    for (int k = 0; k < 8; k++) sum += lanes[k];
+    return sum;
+}
+
+/* *sq += the sum of v^2, and v = 0: a row kernel left a gradient there for the record. */
+static inline void SFX(take_sum_squares)(REAL *restrict v, int n, double *sq)
+{
+    *sq += SFX(sum_squares)(v, NULL, n);
+    SFX(zero_row)(v, n);
+}
+
+/* The squared Frobenius norm of the gradient w.r.t. h_t over the valid rows of step t, before
+ * the step's backward: dy (this step's output gradient) + dh (what step t+1 passed back). For
+ * the gradient-norm record; invalid rows contribute nothing. */
+static inline double SFX(state_grad_sq)(int B, int H, int64_t t, const int64_t *lengths,
+                                        const REAL *dy, const REAL *dh)
+{
+    double sum = 0;
+    for (int b = 0; b < B; b++)
+        if (VALID(b)) sum += SFX(sum_squares)(ROW(dy, b, H), ROW(dh, b, H), H);
+    return sum;
+}
+
 /* An invalid row in forward: the state is carried over, the output is zero. */
 static inline void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
                                   REAL *restrict y)

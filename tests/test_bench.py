@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.tools.bench import matmul_flops, thread_list
+from fastrnn.tools.bench import thread_list
+from fastrnn.tools.bench_core import matmul_flops
 from fastrnn.tools.bench_machine import describe
 from fastrnn.tools.bench_train import make_steps, model_list, step_flops
 from conftest import run_cli

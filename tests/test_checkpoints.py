@@ -16,7 +16,7 @@ import pytest
 from conftest import cli_command, simulate_full_disk
 from fastrnn import _io
 from fastrnn.__main__ import main
-from fastrnn.tools import charlm
+from fastrnn.tools import charlm, charlm_checkpoint
 
 ARCH = {"cell": "lstm", "layers": 2, "hidden": 6, "embed": 4}
 VOCAB = "abcdefg\n"
@@ -204,7 +204,7 @@ def test_expected_shapes_are_those_of_the_model():
             architecture = {"cell": cell, "layers": layers, "hidden": 5, "embed": 3}
             model = charlm.CharModel(11, architecture, "reference", 0)
             actual = {name: array.shape for name, array in model.params.items()}
-            assert charlm.expected_param_shapes(architecture, 11) == actual
+            assert charlm_checkpoint.expected_param_shapes(architecture, 11) == actual
 
 
 def test_loading_then_saving_the_same_path_works(good, tmp_path, capsys):

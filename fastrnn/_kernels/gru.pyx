@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
                                         panels_ptr, product, product_panels, step_matmul,
                                         step_panels)
@@ -46,6 +47,7 @@ cdef struct GruWork:
     void *dn      # per-step (H): the n gradient as W_ih sees it (reset_after)
     void *drh     # (B, H): one step's d(r * h_{t-1}) (backward, reset_after=False)
     void *dh      # (B, H)
+    double *dh_sq  # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nogil:
@@ -84,7 +86,7 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
                                &y[step_at(st, t, b0, H)])
 
 
-cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept nogil:
+cdef void backward_rows(GruWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, G = w.G, rev = w.rev, rows, s, t
     cdef const floating *gates = <const floating *>w.gates
@@ -93,6 +95,7 @@ cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept n
     cdef const floating *dy = <const floating *>w.dy
     cdef floating *dn = <floating *>w.dn
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     cdef floating *drh = <floating *>w.drh + <int64_t>b0 * H
     cdef const floating *g
     cdef const floating *h_prev
@@ -102,6 +105,7 @@ cdef void backward_rows(GruWork *w, int b0, int b1, floating *dgates) noexcept n
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
             continue
+        record_state_grad(dh_sq, rows, H, t, NULL, &dy[step_at(st, t, b0, H)], dh)
         g, h_prev = &gates[step_at(st, t, b0, G)], &hs[slot_at(st, t + rev, b0, H)]
         dg = &dgates[step_at(st, t, b0, G)]
         if w.reset_after:
@@ -129,9 +133,9 @@ cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
 cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, <float *>w.dgates)
 
 
 cdef class _Cache:
@@ -209,22 +213,36 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     return y_array
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included."""
     cdef _Cache c = cache
     cdef Layout lay = c.layout
     dh = lay.sort(dstate_n[0])
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
         dx = _backward[float](lay.pack(dy), dh, c.x, c.w_ih, c.w_hh, lay, c.gates, c.hs,
                               c.hn_or_rh, c.reset_after, grads["w_ih"], grads["w_hh"],
-                              grads["b_ih"], grads["b_hh"])
+                              grads["b_ih"], grads["b_hh"], sq)
     else:
         dx = _backward[double](lay.pack(dy), dh, c.x, c.w_ih, c.w_hh, lay, c.gates, c.hs,
                                c.hn_or_rh, c.reset_after, grads["w_ih"], grads["w_hh"],
-                               grads["b_ih"], grads["b_hh"])
+                               grads["b_ih"], grads["b_hh"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
     return lay.unpack(dx), (lay.unsort(dh),)
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, 3, B, H), rows r, z, n; the
+    contract in fastrnn/_backends.py."""
+    cdef _Cache c = cache
+    gates = c.layout.unpack(c.gates)
+    T, B, G = gates.shape
+    return gates.reshape(T, B, 3, G // 3).transpose(0, 2, 1, 3).copy()
 
 
 cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
@@ -232,7 +250,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
                       const floating[:, ::1] w_hh, Layout lay, const floating[:, ::1] gates,
                       const floating[:, ::1] hs, const floating[:, ::1] hn_or_rh,
                       bint reset_after, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                      floating[::1] db_ih, floating[::1] db_hh):
+                      floating[::1] db_ih, floating[::1] db_hh, double[:, ::1] sq):
     """The time loop and the products of backward on the packed dy, from dh (the final state
     gradient, sorted; left as that of the initial state); returns the packed dx."""
     cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1], G = 3 * H
@@ -272,6 +290,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
         work.drh = &dn[0, 0]  # one step
     work.gates, work.hs, work.dy = <void *>&gates[0, 0], <void *>&hs[0, 0], &dy[0, 0]
     work.dgates, work.dh = &dgates[0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     if reset_after:
         # dx = dgates[..., :2H] @ w_ih[:2H] + dn @ w_ih[2H:]
         product(products, False, False, R, D, 2 * H, &dgates[0, 0], G, &w_ih[0, 0], D,

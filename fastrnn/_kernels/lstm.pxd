@@ -14,11 +14,12 @@ cdef extern from "lstm.h" nogil:
                              double *y)
     void lstm_backward_step_f(int B, int H, int64_t t, const int64_t *lengths, const float *gates,
                               const float *c_prev, const float *c, const float *w_peep,
-                              const float *dy, float *dh, float *dc, float *dgates, double *dpeep)
+                              const float *dy, float *dh, float *dc, float *dgates, double *dpeep,
+                              double *dc_sq)
     void lstm_backward_step_d(int B, int H, int64_t t, const int64_t *lengths,
                               const double *gates, const double *c_prev, const double *c,
                               const double *w_peep, const double *dy, double *dh, double *dc,
-                              double *dgates, double *dpeep)
+                              double *dgates, double *dpeep, double *dc_sq)
     void lstm_nf_forward_step_f(int B, int H, int64_t t, const int64_t *lengths, float *gates,
                                 const float *b_ih, const float *b_hh, const float *w_peep,
                                 const float *h_prev, const float *c_prev, float *h, float *c,
@@ -30,11 +31,11 @@ cdef extern from "lstm.h" nogil:
     void lstm_nf_backward_step_f(int B, int H, int64_t t, const int64_t *lengths,
                                  const float *gates, const float *c_prev, const float *c,
                                  const float *w_peep, const float *dy, float *dh, float *dc,
-                                 float *dgates, double *dpeep)
+                                 float *dgates, double *dpeep, double *dc_sq)
     void lstm_nf_backward_step_d(int B, int H, int64_t t, const int64_t *lengths,
                                  const double *gates, const double *c_prev, const double *c,
                                  const double *w_peep, const double *dy, double *dh, double *dc,
-                                 double *dgates, double *dpeep)
+                                 double *dgates, double *dpeep, double *dc_sq)
 
 
 cdef inline void lstm_forward_step(bint forget_gate, int B, int H, int64_t t,
@@ -63,19 +64,20 @@ cdef inline void lstm_backward_step(bint forget_gate, int B, int H, int64_t t,
                                     const int64_t *lengths, const floating *gates,
                                     const floating *c_prev, const floating *c,
                                     const floating *w_peep, const floating *dy, floating *dh,
-                                    floating *dc, floating *dgates, double *dpeep) noexcept nogil:
+                                    floating *dc, floating *dgates, double *dpeep,
+                                    double *dc_sq) noexcept nogil:
     """One LSTM step of B rows, backward, with or without forget gate (src_c/lstm.h)."""
     if floating is float:
         if forget_gate:
             lstm_backward_step_f(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc, dgates,
-                                 dpeep)
+                                 dpeep, dc_sq)
         else:
             lstm_nf_backward_step_f(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc,
-                                    dgates, dpeep)
+                                    dgates, dpeep, dc_sq)
     else:
         if forget_gate:
             lstm_backward_step_d(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc, dgates,
-                                 dpeep)
+                                 dpeep, dc_sq)
         else:
             lstm_nf_backward_step_d(B, H, t, lengths, gates, c_prev, c, w_peep, dy, dh, dc,
-                                    dgates, dpeep)
+                                    dgates, dpeep, dc_sq)

@@ -12,6 +12,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels,
                                         step_matmul, step_panels)
 from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
@@ -40,6 +41,8 @@ cdef struct LstmWork:
     void *dh             # (B, H)
     void *dc             # (B, H)
     double *dpeep        # (MAX_PARTS, P*H) accumulators, one per thread, or NULL
+    double *dh_sq        # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
+    double *dc_sq        # (MAX_PARTS, T) the same for dL/dc_t, or NULL (no record)
 
 
 cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
@@ -72,15 +75,19 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     cdef floating *dc = <floating *>w.dc + <int64_t>b0 * H
     cdef double *dpeep = NULL if w.dpeep == NULL else w.dpeep + <int64_t>part * w.P * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
+    cdef double *dc_sq = NULL if w.dc_sq == NULL else w.dc_sq + <int64_t>part * T
     for s in range(T):
         t = s if rev else T - 1 - s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
             continue
+        record_state_grad(dh_sq, rows, H, t, NULL, &dy[step_at(st, t, b0, H)], dh)
         lstm_backward_step(w.forget_gate, rows, H, t, NULL, &gates[step_at(st, t, b0, G)],
                            &cs[slot_at(st, t + rev, b0, H)], &cs[slot_at(st, t + 1 - rev, b0, H)],
                            <const floating *>w.w_peep, &dy[step_at(st, t, b0, H)], dh, dc,
-                           &dgates[step_at(st, t, b0, G)], dpeep)
+                           &dgates[step_at(st, t, b0, G)], dpeep,
+                           NULL if dc_sq == NULL else dc_sq + t)
         # dh[rows] += dgates[t, rows] @ w_hh
         step_matmul(w.w_hh, rows, &dgates[step_at(st, t, b0, G)], G, 1, dh, H)
 
@@ -164,22 +171,37 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     return y_array
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """LSTM backward through one forward call -> (dx, (dh0, dc0)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((2, T) float64 or None) included."""
     cdef _Cache c = cache
     cdef Layout lay = c.layout
     dh, dc = lay.sort(dstate_n[0]), lay.sort(dstate_n[1])
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((2, MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
         dx = _backward[float](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, lay, c.gates,
                               c.hs, c.cs, grads["w_ih"], grads["w_hh"], grads["b_ih"],
-                              grads["b_hh"], grads["w_peep"])
+                              grads["b_hh"], grads["w_peep"], sq)
     else:
         dx = _backward[double](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, lay, c.gates,
                                c.hs, c.cs, grads["w_ih"], grads["w_hh"], grads["b_ih"],
-                               grads["b_hh"], grads["w_peep"])
+                               grads["b_hh"], grads["w_peep"], sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=1), out=norms)
     return lay.unpack(dx), (lay.unsort(dh), lay.unsort(dc))
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, G, B, H), rows of G in the
+    cell spec's gate order (i, f, g, o or i, g, o); the contract in fastrnn/_backends.py."""
+    cdef _Cache c = cache
+    gates = c.layout.unpack(c.gates)
+    T, B, GH = gates.shape
+    H = c.hs.shape[1]
+    return gates.reshape(T, B, GH // H, H).transpose(0, 2, 1, 3).copy()
 
 
 cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh, floating[:, ::1] dc,
@@ -187,7 +209,8 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh, floating[:
                       const floating[:, ::1] w_hh, const floating[:, ::1] w_peep, Layout lay,
                       const floating[:, ::1] gates, const floating[:, ::1] hs,
                       const floating[:, ::1] cs, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                      floating[::1] db_ih, floating[::1] db_hh, floating[:, ::1] dw_peep):
+                      floating[::1] db_ih, floating[::1] db_hh, floating[:, ::1] dw_peep,
+                      double[:, :, ::1] sq):
     """The time loop and the products of backward on the packed dy, from dh, dc (the final state
     gradients, sorted; left as those of the initial state); returns the packed dx."""
     cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1], G = w_ih.shape[0]
@@ -215,6 +238,8 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh, floating[:
     work.gates, work.cs, work.dy = <void *>&gates[0, 0], <void *>&cs[0, 0], &dy[0, 0]
     work.dgates, work.dh, work.dc = &dgates[0, 0], &dh[0, 0], &dc[0, 0]
     work.dpeep = NULL if dw_peep is None else &dpeep[0, 0]
+    if sq is not None:
+        work.dh_sq, work.dc_sq = &sq[0, 0, 0], &sq[1, 0, 0]
     # dx = dgates @ w_ih; dw_ih += dgates.T @ x; dw_hh += dgates.T @ hs[rev:rev + T];
     # dbias = dgates.sum((0, 1))
     gate_gradient_products(&scan.products, R, D, H, G, &dgates[0, 0], &w_ih[0, 0], &x[0, 0],

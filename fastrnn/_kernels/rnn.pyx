@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 from fastrnn._kernels.buffers cimport empty
+from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
                                         step_panels)
 from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
@@ -35,6 +36,7 @@ cdef struct RnnWork:
     const void *dy       # per-step (H)
     void *dpre           # per-step (H): the gradient w.r.t. the pre-activation
     void *dh             # (B, H)
+    double *dh_sq        # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
 cdef void forward_rows(RnnWork *w, int b0, int b1, floating *y) noexcept nogil:
@@ -54,17 +56,19 @@ cdef void forward_rows(RnnWork *w, int b0, int b1, floating *y) noexcept nogil:
                          &hs[slot_at(st, t + rev, b0, H)], &hs[slot_at(st, t + 1 - rev, b0, H)])
 
 
-cdef void backward_rows(RnnWork *w, int b0, int b1, floating *dpre) noexcept nogil:
+cdef void backward_rows(RnnWork *w, int b0, int b1, int part, floating *dpre) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, rev = w.rev, rows, s, t
     cdef const floating *hs = <const floating *>w.hs
     cdef const floating *dy = <const floating *>w.dy
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
+    cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
         t = s if rev else T - 1 - s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
             continue
+        record_state_grad(dh_sq, rows, H, t, NULL, &dy[step_at(st, t, b0, H)], dh)
         rnn_backward_step(rows, H, t, NULL, w.relu, &hs[slot_at(st, t + 1 - rev, b0, H)],
                           &dy[step_at(st, t, b0, H)], dh, &dpre[step_at(st, t, b0, H)])
         # dh[rows] += dpre[t, rows] @ w_hh
@@ -82,9 +86,9 @@ cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
 cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, <double *>w.dpre)
+        backward_rows(w, b0, b1, part, <double *>w.dpre)
     else:
-        backward_rows(w, b0, b1, <float *>w.dpre)
+        backward_rows(w, b0, b1, part, <float *>w.dpre)
 
 
 cdef class _Cache:
@@ -141,27 +145,41 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     return y_array
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
+    `norms` ((1, T) float64 or None) included."""
     cdef _Cache c = cache
     cdef Layout lay = c.layout
     dh = lay.sort(dstate_n[0])
+    # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
+    sq = None if norms is None else np.zeros((MAX_PARTS, dy.shape[0]))
     if dy.dtype == np.float32:
         dx = _backward[float](lay.pack(dy), dh, c.x, c.w_ih, c.w_hh, lay, c.hs, c.relu,
-                              grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"])
+                              grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"],
+                              sq)
     else:
         dx = _backward[double](lay.pack(dy), dh, c.x, c.w_ih, c.w_hh, lay, c.hs, c.relu,
-                               grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"])
+                               grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"],
+                               sq)
+    if norms is not None:
+        np.sqrt(sq.sum(axis=0), out=norms[0])
     return lay.unpack(dx), (lay.unsort(dh),)
+
+
+def gate_activations(cache):
+    """The activations of the forward that made `cache`: (T, 1, B, H), h_t of every step
+    (padded steps: zeros); the contract in fastrnn/_backends.py."""
+    cdef _Cache c = cache
+    return c.layout.states_after_steps(c.hs)[:, None].copy()
 
 
 cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
                       const floating[:, ::1] x, const floating[:, ::1] w_ih,
                       const floating[:, ::1] w_hh, Layout lay, const floating[:, ::1] hs,
                       bint relu, floating[:, ::1] dw_ih, floating[:, ::1] dw_hh,
-                      floating[::1] db_ih, floating[::1] db_hh):
+                      floating[::1] db_ih, floating[::1] db_hh, double[:, ::1] sq):
     """The time loop and the products of backward on the packed dy, from dh (the final state
     gradient, sorted; left as that of the initial state); returns the packed dx."""
     cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1]
@@ -184,6 +202,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
     work.w_hh = add_operand(&scan, H, H, &w_hh[0, 0], H, False, panels_ptr(panels))
     work.hs, work.dy = <void *>&hs[0, 0], &dy[0, 0]
     work.dpre, work.dh = &dpre[0, 0], &dh[0, 0]
+    work.dh_sq = NULL if sq is None else &sq[0, 0]
     # dx = dpre @ w_ih; dw_ih += dpre.T @ x; dw_hh += dpre.T @ h_{t-1}; dbias = dpre.sum((0, 1))
     gate_gradient_products(&scan.products, R, D, H, H, &dpre[0, 0], &w_ih[0, 0], &x[0, 0],
                            &hs[0, 0] + slot_at(&lay.steps, lay.reverse, 0, H), &dx[0, 0],

@@ -122,6 +122,21 @@ cdef class Layout:
         out[self.order] = hs[self.last_row]
         return out
 
+    def states_after_steps(self, hs):
+        """The state after every step (T, B, H), original order, from the state sequence `hs`;
+        zeros at padded steps."""
+        T, B = self.steps.T, self.steps.B
+        if self.order is None:
+            start = (not self.reverse) * B
+            return hs[start:start + T * B].reshape(T, B, hs.shape[1])
+        step = np.arange(T * B) // B
+        used = self.unpack_index >= 0
+        index = np.full(T * B, -1, np.int64)
+        # row i of step t: slot t + 1 - reverse, row i
+        index[used] = (self.slot_row[step[used] + 1 - self.reverse] + self.unpack_index[used]
+                       - self.step_row[step[used]])
+        return gather(hs, index).reshape(T, B, hs.shape[1])
+
     def zero_unused(self, p):
         """Zero the rows of the per-step buffer `p` that no step runs, which the products read:
         forward, those past n_t of step t."""

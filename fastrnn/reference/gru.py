@@ -52,7 +52,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
     return y, (h,), cache
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     x, valid, hs_prev, gates, a_hn, w_ih, w_hh, reset_after, reverse = cache
     T, B, D = x.shape
     H = hs_prev.shape[2]
@@ -65,6 +65,8 @@ def backward(dy, dstate_n, cache, grads):
         r, z, n = gates[t]
         h_prev = hs_prev[t]
         dh = np.where(valid[t], dy[t] + dh_next, 0)   # h_t feeds y[t] and step t+1; padded: neither
+        if norms is not None:
+            norms[0, t] = np.linalg.norm(dh)      # dh: the whole dL/dh_t
         dn = dh * (1 - z)                             # h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
         dz = dh * (h_prev - n)                        # h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
         dh_prev = dh * z                              # h_t = (1 − z) ⊙ n + z ⊙ h_{t-1}
@@ -102,3 +104,9 @@ def backward(dy, dstate_n, cache, grads):
     if grads["b_hh"] is not None:
         grads["b_hh"] += da_h.sum(axis=(0, 1))
     return dx, (dh_next,)  # dh_next is now dL/dh_0
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, G, B, H), gates in the order r, z, n
+    (the contract in fastrnn/_backends.py)."""
+    return cache[3].copy()

@@ -49,7 +49,7 @@ def forward(x, state0, params, lengths, reverse):
     return y, (h, c), cache
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     x, valid, hs_prev, cs_prev, cs, gates, w_ih, w_hh, w_peep, reverse = cache
     T, B, D = x.shape
     H = cs.shape[2]
@@ -67,6 +67,8 @@ def backward(dy, dstate_n, cache, grads):
         dc += dh * o * (1 - tanh_c * tanh_c)          # h_t = o ⊙ tanh(c_t)
         da_o = do * o * (1 - o)                       # o = σ(a_o + p_o ⊙ c_t)
         dc += da_o * p_o                              # o = σ(a_o + p_o ⊙ c_t)
+        if norms is not None:                         # dh, dc: the whole dL/dh_t, dL/dc_t
+            norms[:, t] = np.linalg.norm(dh), np.linalg.norm(dc)
         di = dc * g                                   # c_t = f ⊙ c_{t-1} + i ⊙ g
         dg = dc * i                                   # c_t = f ⊙ c_{t-1} + i ⊙ g
         df = dc * c_prev                              # c_t = f ⊙ c_{t-1} + i ⊙ g
@@ -87,3 +89,9 @@ def backward(dy, dstate_n, cache, grads):
     # a = W_i* x_t + b_i* + W_h* h_{t-1} + b_h*, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next, dc_next)  # now dL/dh_0 and dL/dc_0
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, G, B, H), gates in the order i, f, g, o
+    (the contract in fastrnn/_backends.py)."""
+    return cache[5].copy()

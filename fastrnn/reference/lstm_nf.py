@@ -48,7 +48,7 @@ def forward(x, state0, params, lengths, reverse):
     return y, (h, c), cache
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     x, valid, hs_prev, cs_prev, cs, gates, w_ih, w_hh, w_peep, reverse = cache
     T, B, D = x.shape
     H = cs.shape[2]
@@ -66,6 +66,8 @@ def backward(dy, dstate_n, cache, grads):
         dc += dh * o * (1 - tanh_c * tanh_c)          # h_t = o ⊙ tanh(c_t)
         da_o = do * o * (1 - o)                       # o = σ(a_o + p_o ⊙ c_t)
         dc += da_o * p_o                              # o = σ(a_o + p_o ⊙ c_t)
+        if norms is not None:                         # dh, dc: the whole dL/dh_t, dL/dc_t
+            norms[:, t] = np.linalg.norm(dh), np.linalg.norm(dc)
         di = dc * g                                   # c_t = c_{t-1} + i ⊙ g
         dg = dc * i                                   # c_t = c_{t-1} + i ⊙ g
         dc_prev = dc.copy()                           # c_t = c_{t-1} + i ⊙ g
@@ -83,3 +85,9 @@ def backward(dy, dstate_n, cache, grads):
     # a = W_i* x_t + b_i* + W_h* h_{t-1} + b_h*, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next, dc_next)  # now dL/dh_0 and dL/dc_0
+
+
+def gate_activations(cache):
+    """The activated gates of the forward that made `cache`: (T, G, B, H), gates in the order i, g, o
+    (the contract in fastrnn/_backends.py)."""
+    return cache[5].copy()

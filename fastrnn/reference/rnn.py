@@ -46,7 +46,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
     return y, (h,), cache
 
 
-def backward(dy, dstate_n, cache, grads):
+def backward(dy, dstate_n, cache, grads, norms=None):
     x, valid, hs_prev, hs, w_ih, w_hh, nonlinearity, reverse = cache
     _, act_grad = _activation(nonlinearity)
     T, B, D = x.shape
@@ -56,9 +56,17 @@ def backward(dy, dstate_n, cache, grads):
     da = np.empty((T, B, H), x.dtype)  # dL/da, a = the argument of act, at every step
     for t in reversed(time_steps(T, reverse)):
         dh = np.where(valid[t], dy[t] + dh_next, 0)              # h_t feeds y[t] and step t+1; padded: neither
+        if norms is not None:
+            norms[0, t] = np.linalg.norm(dh)      # dh: the whole dL/dh_t
         da[t] = dh * act_grad(hs[t])                              # h_t = act(a)
         dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
 
     # a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next,)  # dh_next is now dL/dh_0
+
+
+def gate_activations(cache):
+    """The activations h_t = act(...) of the forward that made `cache`: (T, 1, B, H) (the
+    contract in fastrnn/_backends.py)."""
+    return cache[3][:, None].copy()

@@ -86,6 +86,16 @@ def output_problem(path, option):
     return None
 
 
+def training_backend(args, command):
+    """The backend a training command runs on, after checking its --json path first (a bad path
+    fails now, not after training); None, after printing one line, when either is unusable."""
+    problem = args.json and output_problem(args.json, "--json")
+    if problem:
+        print(f"fastrnn {command}: error: {problem}", file=sys.stderr)
+        return None
+    return choose_backend(args.backend, command)
+
+
 def write_json(path, results, command):
     """Write `results` to `path` atomically; returns False after printing one line if that fails."""
     try:

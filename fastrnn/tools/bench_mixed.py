@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 import fastrnn
-from .bench import WIDTH, _fastrnn_pass, key_figure, measure, percent, print_header, settings, print_table_header, table_row
+from .bench_core import WIDTH, _fastrnn_pass, key_figure, measure, percent, print_header, settings, print_table_header, table_row
 from .bench_machine import cpu_during, label_threads
 
 MATMUL_SIZE = 512

@@ -20,7 +20,7 @@ import numpy as np
 
 import fastrnn
 from ..optim import Adam, merge
-from .bench import (blas_threads, gemm_rate, import_peer, key_figure, matmul_flops, measure, percent, print_header,
+from .bench_core import (blas_threads, gemm_rate, import_peer, key_figure, matmul_flops, measure, percent, print_header,
                     print_table_header, settings, table_row)
 
 VOCAB = 96

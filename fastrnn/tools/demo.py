@@ -14,8 +14,9 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import GRU, LSTM, RNN, available_backends, no_grad
-from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, output_problem,
-                   positive_float, positive_int, write_json)
+from . import explain
+from ._cli import (add_backend_arguments, int_at_least, name_list, output_problem, positive_float, positive_int,
+                   training_backend, write_json)
 from ..clip import clip_grad_norm
 from ..losses import mse
 from ..modules import Linear
@@ -38,7 +39,11 @@ MSE on {TEST_SEQUENCES} held-out sequences is below {SOLVED_MSE}.
 A tanh RNN, an LSTM and a GRU of the same size train on the same stream of batches (same seed):
 cell -> last hidden state -> Linear -> scalar, MSE loss, gradient clipping, Adam. The table gives
 each cell's test MSE, whether it solved the task, its training time and the speedup of the
-cython backend over the pure-NumPy reference on the same training steps (fastest of {SPEEDUP_STEPS})."""
+cython backend over the pure-NumPy reference on the same training steps (fastest of {SPEEDUP_STEPS}).
+
+--explain then shows why: the norm of the gradient w.r.t. h_t against the distance T-1-t from the
+loss, at initialisation (with an LSTM whose forget-gate bias is raised by --forget-bias besides)
+and after training; --plot FILE draws it as a PNG (needs matplotlib: pip install fastrnn[plot])."""
 
 
 # Each half of a sequence holds one marked step.
@@ -61,6 +66,12 @@ def add_arguments(parser):
                         help="clip the global gradient norm to NORM (default: %(default)s)")
     parser.add_argument("--cells", type=cell_list, default=list(CELLS), metavar="LIST",
                         help="comma list of cells to train, from rnn, lstm, gru (default: rnn,lstm,gru)")
+    parser.add_argument("--explain", action="store_true",
+                        help="show the gradient norm against the distance from the loss, at init and after training")
+    parser.add_argument("--plot", metavar="FILE",
+                        help="with --explain (implied): also write the curves as a PNG plot (needs matplotlib)")
+    parser.add_argument("--forget-bias", type=positive_float, default=1.0, metavar="FB",
+                        help="--explain: the raised forget-gate bias of the extra LSTM (default: %(default)s)")
     add_backend_arguments(parser, "seed of the weights, the training batches and the test set")
 
 
@@ -82,9 +93,9 @@ def adding_batch(rng, seq_len, batch):
 class AddingModel:
     """cell (2 -> H) -> hidden state after the last step -> Linear (H -> 1)."""
 
-    def __init__(self, cell, hidden, backend, seed):
+    def __init__(self, cell, hidden, backend, seed, **options):
         rng = np.random.default_rng(seed)
-        self.rnn = CELLS[cell][1](2, hidden, dtype=DTYPE, backend=backend, seed=rng)
+        self.rnn = CELLS[cell][1](2, hidden, dtype=DTYPE, backend=backend, seed=rng, **options)
         self.head = Linear(hidden, 1, dtype=DTYPE, seed=rng)
         # The modules' own arrays under "rnn." and "head." names, for the optimizer and clipping.
         self.params = merge(rnn=self.rnn.params, head=self.head.params)
@@ -107,8 +118,8 @@ class AddingModel:
         finally:
             self.rnn.train()
 
-    def train_step(self, x, target, optimizer, clip):
-        """One forward, backward, clip and update; returns the batch MSE before the update."""
+    def gradients(self, x, target):
+        """The gradients of the batch MSE in `grads` (zeroed first); returns the MSE."""
         self.rnn.zero_grad()
         self.head.zero_grad()
         steps, batch, _ = x.shape
@@ -117,6 +128,11 @@ class AddingModel:
         dy = np.zeros((steps, batch, self.rnn.hidden_size), DTYPE)
         dy[-1] = self.head.backward(dpred)
         self.rnn.backward(dy)
+        return loss
+
+    def train_step(self, x, target, optimizer, clip):
+        """One forward, backward, clip and update; returns the batch MSE before the update."""
+        loss = self.gradients(x, target)
         clip_grad_norm(self.grads, clip)
         optimizer.step(self.params, self.grads)
         return loss
@@ -186,13 +202,40 @@ def lesson(results, seq_len):
     return "Train rnn together with lstm or gru (--cells) to compare plain and gated cells."
 
 
+def explain_gradients(args, backend, init_seed, trained, x_test, y_test):
+    """Print (and with --plot, draw) ‖∂J/∂h_t‖ against the distance from the loss, at init and
+    after training (explain.py)."""
+    x, target = x_test[:, :explain.SEQUENCES], y_test[:explain.SEQUENCES]
+    variants = [(CELLS[cell][0], cell, {}) for cell in args.cells]
+    if "lstm" in args.cells:
+        variants.insert(args.cells.index("lstm") + 1,
+                        (f"LSTM fb=+{args.forget_bias:g}", "lstm", {"forget_bias": args.forget_bias}))
+    at_init = {label: explain.norms_by_distance(AddingModel(cell, args.hidden, backend, init_seed, **options),
+                                                x, target)
+               for label, cell, options in variants}
+    after = {CELLS[cell][0]: explain.norms_by_distance(model, x, target) for cell, model in trained.items()}
+    panels = [("at initialisation", at_init), (f"after {args.steps} training steps", after)]
+    print()
+    print(f"||dJ/dh_t|| against the distance T-1-t from the loss (the MSE reads the last step only), "
+          f"on {x.shape[1]} held-out sequences; last row: the ratio far/near")
+    for title, curves in panels:
+        print()
+        print("\n".join(explain.table(f"{title}:", curves, args.seq_len)))
+    if args.plot:
+        print()
+        if explain.plot(args.plot, panels, args.seq_len):
+            print(f"plot written to {args.plot}")
+        else:
+            print("no plot: matplotlib is not installed (pip install matplotlib, or fastrnn[plot])")
+
+
 def run(args):
     """Train, evaluate and report; returns the exit code."""
-    problem = args.json and output_problem(args.json, "--json")
+    problem = args.plot and output_problem(args.plot, "--plot")
     if problem:
         print(f"fastrnn demo: error: {problem}", file=sys.stderr)  # now, not after training
         return 2
-    backend = choose_backend(args.backend, "demo")
+    backend = training_backend(args, "demo")
     if backend is None:
         return 2
     init_seed, data_seed, test_seed = np.random.SeedSequence(args.seed).spawn(3)
@@ -201,10 +244,11 @@ def run(args):
     print(f"adding problem: T={args.seq_len} steps, hidden {args.hidden}, batch {args.batch}, {args.steps} steps "
           f"of Adam (lr {args.lr}, clip {args.clip}), backend {backend}, seed {args.seed}")
 
-    results = {}
+    results, models = {}, {}
     for cell in args.cells:
         # Every cell starts from the same seeds, so it sees the very same batches.
         model, seconds = train_cell(cell, args, backend, init_seed, data_seed, not args.quiet)
+        models[cell] = model
         error = heldout_mse(model, x_test, y_test)
         results[cell] = {
             "test_mse": error,
@@ -230,6 +274,8 @@ def run(args):
     print(f"cython speedup: time of one of these training steps (forward, backward, Adam; fastest of "
           f"{SPEEDUP_STEPS}) with the reference backend over the cython backend.")
     print(lesson(results, args.seq_len))
+    if args.explain or args.plot:
+        explain_gradients(args, backend, init_seed, models, x_test, y_test)
 
     if args.json:
         summary = {

@@ -25,8 +25,8 @@ from ..clip import clip_grad_norm
 from ..losses import softmax_cross_entropy
 from ..modules import Embedding, Linear
 from ..optim import Adam, merge
-from ._cli import (add_backend_arguments, choose_backend, int_at_least, name_list, output_problem, positive_float,
-                   positive_int, write_json)
+from ._cli import (add_backend_arguments, int_at_least, name_list, positive_float, positive_int,
+                   training_backend, write_json)
 
 SUMMARY = "train an encoder-decoder with teacher forcing, free running and scheduled sampling"
 DESCRIPTION = __doc__.split("\n", 2)[2].strip()
@@ -231,11 +231,7 @@ def train_mode(mode, args, backend, seeds, progress):
 
 def run(args):
     """Train each mode, evaluate greedy decoding on held-out data, print the table."""
-    problem = args.json and output_problem(args.json, "--json")
-    if problem:
-        print(f"fastrnn seq2seq: error: {problem}", file=sys.stderr)  # now, not after training
-        return 2
-    backend = choose_backend(args.backend, "seq2seq")
+    backend = training_backend(args, "seq2seq")
     if backend is None:
         return 2
     init_seed, data_seed, choice_seed, test_seed = np.random.SeedSequence(args.seed).spawn(4)
