@@ -357,9 +357,12 @@ def test_relu_rnn_backward_propagates_nan_like_the_reference(dtype):
     assert_array_equal(np.isnan(dxs[0]), np.isnan(dxs[1]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 6: NaN in the padding poisons the gradients (0 * NaN)")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [
+    "cython",  # the packed layout of a call with lengths never reads the padding
+    pytest.param("reference", marks=pytest.mark.xfail(
+        strict=True, reason="issue 11 item 6: NaN in the padding poisons the gradients (0 * NaN)")),
+])
 @pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN])
 def test_padding_contents_do_not_matter(cls, backend, dtype):
     rng = np.random.default_rng(0)
