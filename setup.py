@@ -1,10 +1,16 @@
 """Build the Cython extension modules of `fastrnn._kernels` over the C kernels in src_c/.
 
 Set FASTRNN_DEBUG=1 to compile with bounds checks and assertions turned back on.
+
+Nothing is written into the source tree by `pip install .`: Cython's .c files, the compiled
+objects and the egg-info go to a build directory outside it (FASTRNN_BUILD_DIR, or one per
+checkout in the system's temporary directory). `python setup.py build_ext --inplace`, the
+developer build, puts the compiled modules next to their .pyx files (and nothing else).
 """
 import glob
+import hashlib
 import os
-import shutil
+import tempfile
 
 import numpy
 from Cython.Build import cythonize
@@ -13,6 +19,9 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEBUG = os.environ.get("FASTRNN_DEBUG", "0") == "1"
+BUILD_DIR = os.environ.get("FASTRNN_BUILD_DIR") or os.path.join(
+    tempfile.gettempdir(), f"fastrnn-build-{hashlib.sha1(HERE.encode()).hexdigest()[:12]}"
+)
 
 directives = {
     "language_level": 3,
@@ -20,6 +29,19 @@ directives = {
     "wraparound": DEBUG,
     "initializedcheck": DEBUG,
     "cdivision": not DEBUG,
+}
+
+# Compiler flags by compiler type (distutils' "unix" covers GCC and clang, "msvc" Microsoft's).
+# No -march=native (wheels must run anywhere), no -ffast-math (parity needs IEEE). -O3 turns on
+# the vectoriser for the gate loops; -fno-trapping-math (value-safe: it only lets the compiler
+# assume FP exceptions are not trapped) lets it vectorise the branch-free exp/tanh. -fno-wrapv
+# undoes the -fwrapv of Python's own CFLAGS, which CPython's code needs and these modules (the C
+# kernels and Cython's output) do not, and which keeps the compiler from vectorising some of the
+# gate loops. -g0 drops the debug information Python's CFLAGS ask for (most of the module size).
+# MSVC: /O2 is its full optimisation, /fp:precise its IEEE-keeping default made explicit.
+COMPILE_ARGS = {
+    "unix": ["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-wrapv", "-g0"],
+    "msvc": ["/Od", "/Zi"] if DEBUG else ["/O2", "/fp:precise"],
 }
 
 # One extension module per file of fastrnn/_kernels/: the shared tiers (threads, buffers,
@@ -34,25 +56,13 @@ extensions = [
         depends=glob.glob("fastrnn/_kernels/*.pxd") + glob.glob("src_c/*.h"),
         include_dirs=["src_c", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        # No -march=native (wheels must run anywhere), no -ffast-math (parity needs IEEE). -O3
-        # turns on the vectoriser for the gate loops; -fno-trapping-math (value-safe: it only
-        # lets the compiler assume FP exceptions are not trapped) lets it vectorise the
-        # branch-free exp/tanh. -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which
-        # CPython's code needs and these modules (the C kernels and Cython's output) do not, and
-        # which keeps the compiler from vectorising some of the gate loops.
-        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3", "-fno-trapping-math", "-fno-wrapv"],
     )
     for name in MODULES
 ]
 
 
-class build_ext_also_in_tree(build_ext):
-    """build_ext that also leaves a copy of the compiled modules in the source tree.
-
-    README's quick start is `pip install . && python -m fastrnn demo` from the checkout, where
-    `python -m` puts the source tree first on sys.path: without the copies, that command would
-    run the uncompiled in-tree package on the slow reference backend.
-    """
+class build_ext_parallel(build_ext):
+    """build_ext compiling the modules in parallel, with the flags of the compiler it runs."""
 
     def finalize_options(self):
         # the modules compile independently: one per core unless `-j` says otherwise
@@ -60,18 +70,17 @@ class build_ext_also_in_tree(build_ext):
             self.parallel = os.cpu_count() or 1
         super().finalize_options()
 
-    def run(self):
-        super().run()
-        if self.inplace:
-            return
+    def build_extensions(self):
+        args = COMPILE_ARGS.get(self.compiler.compiler_type, [])
         for ext in self.extensions:
-            built = self.get_ext_fullpath(ext.name)
-            package_dir = os.path.join(HERE, *ext.name.split(".")[:-1])
-            if os.path.isdir(package_dir):
-                shutil.copyfile(built, os.path.join(package_dir, os.path.basename(built)))
+            ext.extra_compile_args = args
+        super().build_extensions()
 
 
 setup(
-    ext_modules=cythonize(extensions, compiler_directives=directives),
-    cmdclass={"build_ext": build_ext_also_in_tree},
+    ext_modules=cythonize(
+        extensions, compiler_directives=directives, build_dir=os.path.join(BUILD_DIR, "cython")
+    ),
+    cmdclass={"build_ext": build_ext_parallel},
+    options={"build": {"build_base": BUILD_DIR}, "egg_info": {"egg_base": BUILD_DIR}},
 )

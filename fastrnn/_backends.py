@@ -3,19 +3,25 @@
 Every backend provides, for each cell of the registry (fastrnn/_cells.py), three functions with
 one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see docs/layers.md):
 
-    forward(x, state0, params, lengths, reverse, **options) -> (y, state_n, cache)
+    forward(x, state0, params, lengths, reverse, keep=True, **options) -> (y, state_n, cache)
         x        (T, B, D) C-contiguous array of the layer dtype (float32 or float64).
         state0   tuple of (B, H) C-contiguous arrays: (h0,) for "rnn"/"gru", (h0, c0) for "lstm".
         params   dict: "w_ih" (G*H, D), "w_hh" (G*H, H), "b_ih" and "b_hh" (G*H,) or None when the
                  layer has no bias, and for the LSTM cells "w_peep" (P, H) or None (P: the cell
-                 spec's peephole_gates). Gate rows in the order of the cell spec's gates
-                 (docs/math.md), C-contiguous, layer dtype.
+                 spec's peephole_gates) and "w_hr" (Hh, H) or None: a projection, h_t = W_hr r_t
+                 (docs/math.md), with which h0, state_n's h, y and w_hh's columns have Hh
+                 values instead of H (the key "w_hr" may be absent: None). Gate rows in the
+                 order of the cell spec's gates (docs/math.md), C-contiguous, layer dtype.
         lengths  None (every sequence has T steps) or int64 (B,) array with 1 <= lengths[b] <= T.
                  At a step t >= lengths[b] sequence b keeps its state unchanged and its output
                  row y[t, b] is zero.
         reverse  False: steps t = 0 .. T-1; True: steps t = T-1 .. 0 (with lengths, the padded
                  steps come first and leave the state at state0, so each sequence starts at its
                  own last valid step).
+        keep     True: cache holds what backward needs. False (the driver under fastrnn.no_grad(),
+                 inference): backward will not be called; cache is None and the backend keeps
+                 nothing for it (the compiled LSTM holds the states of two steps instead of all).
+                 y and state_n are the same as with keep=True, bit for bit.
         options  the cell spec's options: "rnn": nonlinearity ("tanh" | "relu"); "gru":
                  reset_after (bool); the LSTM cells: none.
         Returns y (T, B, H), a fresh array; state_n, a tuple of fresh (B, H) arrays (the state
@@ -40,8 +46,11 @@ one contract (the layer driver in `fastrnn/_layer.py` only ever calls these; see
 
 Arguments reaching these functions are already validated by the driver.
 """
+from __future__ import annotations
+
 import importlib
 import warnings
+from typing import List, Optional
 
 from ._cells import CELLS
 
@@ -55,14 +64,14 @@ def _kernel_module(cell):
         return None
     try:
         module = importlib.import_module(name)
-    except ImportError:
+    except Exception:  # not only ImportError: any error raised while the module initialises
         return None
     if not (hasattr(module, "forward") and hasattr(module, "backward")):
         return None
     return module
 
 
-def available_backends(cell=None):
+def available_backends(cell: Optional[str] = None) -> List[str]:
     """Names of the backends that can run here, in order of preference for "auto".
 
     Parameters

@@ -47,6 +47,8 @@ class CellSpec:
     peephole_gates : tuple of str
         The gates that get a peephole weight row (w_peep is (len(peephole_gates), H)); empty
         when the cell has no peepholes.
+    projection : bool
+        Whether the cell takes an output projection w_hr (P, H) (torch's LSTM proj_size).
     options : tuple of CellOption
         The keyword options of the cell's `forward`.
     reference : str
@@ -59,6 +61,7 @@ class CellSpec:
     gates: tuple
     state_names: tuple
     peephole_gates: tuple = ()
+    projection: bool = False
     options: tuple = field(default=())
     reference: str = ""
     kernels: str = None
@@ -87,7 +90,7 @@ class CellSpec:
             raise TypeError(f"the {self.name} cell has no option {unknown[0]!r}")
         return {name: option.check(values.get(name, option.default)) for name, option in known.items()}
 
-    def param_shapes(self, input_size, hidden_size, bias=True, peephole=False):
+    def param_shapes(self, input_size, hidden_size, bias=True, peephole=False, proj_size=0):
         """The shapes of one direction of one layer's parameters, by their short names.
 
         Parameters
@@ -98,21 +101,28 @@ class CellSpec:
             Whether the layer has b_ih and b_hh.
         peephole : bool
             Whether it has w_peep (ValueError for a cell without peepholes).
+        proj_size : int
+            P, the size of h after the projection w_hr, 0 for none (ValueError for a cell without
+            projection).
 
         Returns
         -------
         dict
-            "w_ih" (G*H, D), "w_hh" (G*H, H), and when present "b_ih", "b_hh" (G*H,) and
-            "w_peep" (len(peephole_gates), H).
+            "w_ih" (G*H, D), "w_hh" (G*H, H) (G*H, P with a projection), and when present
+            "b_ih", "b_hh" (G*H,), "w_peep" (len(peephole_gates), H) and "w_hr" (P, H).
         """
         rows = self.num_gates * hidden_size
-        shapes = {"w_ih": (rows, input_size), "w_hh": (rows, hidden_size)}
+        if proj_size and not self.projection:
+            raise ValueError(f"proj_size={proj_size}: the {self.name} cell has no projection")
+        shapes = {"w_ih": (rows, input_size), "w_hh": (rows, proj_size or hidden_size)}
         if bias:
             shapes.update(b_ih=(rows,), b_hh=(rows,))
         if peephole:
             if not self.peephole_gates:
                 raise ValueError(f"peephole=True: the {self.name} cell has no peepholes")
             shapes["w_peep"] = (len(self.peephole_gates), hidden_size)
+        if proj_size:
+            shapes["w_hr"] = (proj_size, hidden_size)
         return shapes
 
 
@@ -135,6 +145,7 @@ CELLS = {
             gates=("i", "f", "g", "o"),
             state_names=("h", "c"),
             peephole_gates=("i", "f", "o"),
+            projection=True,
             reference="fastrnn.reference.lstm",
             kernels="fastrnn._kernels.lstm",
         ),
@@ -145,6 +156,7 @@ CELLS = {
             gates=("i", "g", "o"),
             state_names=("h", "c"),
             peephole_gates=("i", "o"),
+            projection=True,
             reference="fastrnn.reference.lstm_nf",
             kernels="fastrnn._kernels.lstm",
         ),

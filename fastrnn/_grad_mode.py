@@ -5,13 +5,18 @@ layers, cells, `Linear` and `Embedding` compute their outputs without keeping an
 backward, so inference, evaluation and sampling use less memory and time. The setting is per
 thread, so a sampling thread does not switch off the training of another.
 """
+from __future__ import annotations
+
 import functools
 import threading
+from typing import Any, Callable, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 _local = threading.local()
 
 
-def is_grad_enabled():
+def is_grad_enabled() -> bool:
     """True unless the calling thread is inside `no_grad()`."""
     return getattr(_local, "enabled", True)
 
@@ -28,16 +33,16 @@ class no_grad:
     ...     y, state = lstm(x)
     """
 
-    def __enter__(self):
+    def __enter__(self) -> "no_grad":
         self._previous = is_grad_enabled()
         _local.enabled = False
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> bool:
         _local.enabled = self._previous
         return False
 
-    def __call__(self, function):
+    def __call__(self, function: F) -> F:
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             with no_grad():

@@ -1,9 +1,29 @@
 """Central finite differences, for checking hand-written backward passes."""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def numerical_gradient(loss, array, eps=1e-6):
-    """d loss() / d array by central differences; `array` is perturbed in place and restored."""
+def numerical_gradient(loss: Callable[[], float], array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """d loss() / d array by central differences; `array` is perturbed in place and restored.
+
+    Parameters
+    ----------
+    loss : callable
+        Called without arguments, returns a float: the loss of the current value of `array`.
+    array : numpy.ndarray of float64, C-contiguous
+        The values `loss` reads; each element is moved by ±eps in place, then restored.
+    eps : float, default 1e-6
+        The step of the central differences.
+
+    Returns
+    -------
+    numpy.ndarray, shaped as `array`, float64
+        The numerical gradient (loss(a + eps) - loss(a - eps)) / (2 eps), element by element.
+    """
     if array.dtype != np.float64:
         raise TypeError(f"array must be float64 for finite differences, got {array.dtype}")
     grad = np.zeros_like(array)
@@ -21,13 +41,32 @@ def numerical_gradient(loss, array, eps=1e-6):
     return grad
 
 
-def gradcheck(loss, arrays, analytic, eps=1e-6, rtol=1e-5, atol=1e-8):
+def gradcheck(loss: Callable[[], float], arrays: Mapping[str, np.ndarray], analytic: Mapping[str, ArrayLike],
+              eps: float = 1e-6, rtol: float = 1e-5, atol: float = 1e-8) -> float:
     """Compare analytic gradients with central finite differences of a scalar `loss()`.
 
-    arrays: dict name -> float64 array that loss() reads (perturbed in place and restored).
-    analytic: dict name -> the gradient your backward computed for that array.
-    Returns the largest absolute error; raises AssertionError naming the first array whose
-    gradient differs by more than atol + rtol * |numerical|.
+    Parameters
+    ----------
+    loss : callable
+        Called without arguments, returns a float computed from the arrays of `arrays`.
+    arrays : mapping of str to numpy.ndarray of float64
+        The arrays `loss` reads (perturbed in place and restored).
+    analytic : mapping of str to array_like
+        For each name of `arrays`, the gradient your backward computed, of that array's shape.
+    eps : float, default 1e-6
+        The step of the central differences.
+    rtol, atol : float
+        An element passes when its error is at most atol + rtol * abs(numerical).
+
+    Returns
+    -------
+    float
+        The largest absolute error over every array.
+
+    Raises
+    ------
+    AssertionError
+        Naming the first array whose gradient differs by more than the tolerance.
     """
     worst = 0.0
     for name, array in arrays.items():

@@ -6,16 +6,19 @@ A cell backend knows one direction of one layer (the forward/backward pair of
 backward. `fastrnn.LSTM`, `GRU` and `RNN` are thin subclasses that name their cell.
 """
 import warnings
+from typing import Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _backends
 from ._cells import CELLS
-from ._checks import flag, float_array, integer_array, positive_int, random_generator
+from ._checks import as_array, flag, float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
 from ._gate_statistics import gate_statistics
 from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._module import Module
+from ._typing import State
 
 # Short names the kernels use -> PyTorch's parameter name prefixes.
 _PARAM_PREFIX = {
@@ -24,6 +27,7 @@ _PARAM_PREFIX = {
     "b_ih": "bias_ih",
     "b_hh": "bias_hh",
     "w_peep": "weight_peephole",
+    "w_hr": "weight_hr",
 }
 
 
@@ -47,6 +51,7 @@ class RecurrentLayer(Module):
         bidirectional=False,
         dropout=0.0,
         peephole=False,
+        proj_size=0,
         dtype=np.float32,
         backend="auto",
         seed=None,
@@ -62,6 +67,9 @@ class RecurrentLayer(Module):
         self.bidirectional = flag("bidirectional", bidirectional)
         self.peephole = flag("peephole", peephole)
         self.dropout = dropout
+        self.proj_size = _check_proj_size(proj_size, self.hidden_size)
+        # The size of h and of each direction's output: P with a projection, else H.
+        self.output_size = self.proj_size or self.hidden_size
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
                 "dropout > 0 only acts between stacked layers, but num_layers=1", UserWarning, stacklevel=3
@@ -86,17 +94,18 @@ class RecurrentLayer(Module):
         self._unit_params, self._unit_grads = [], []
         bound = 1.0 / np.sqrt(self.hidden_size)
         for layer in range(self.num_layers):
-            layer_input = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            layer_input = self.input_size if layer == 0 else self.output_size * self.num_directions
             for direction in range(self.num_directions):
                 suffix = f"_l{layer}" + ("_reverse" if direction else "")
-                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole)
+                shapes = spec.param_shapes(layer_input, self.hidden_size, self.bias, self.peephole,
+                                           self.proj_size)
                 unit_params, unit_grads = {}, {}
                 for short, shape in shapes.items():
                     name = _PARAM_PREFIX[short] + suffix
                     # Drawn in float64 so a float32 and a float64 layer of one seed agree.
                     weights = self._rng.uniform(-bound, bound, size=shape)
                     unit_params[short], unit_grads[short] = self._add_param(name, weights)
-                for short in ("b_ih", "b_hh", "w_peep"):
+                for short in ("b_ih", "b_hh", "w_peep", "w_hr"):
                     unit_params.setdefault(short, None)
                     unit_grads.setdefault(short, None)
                 self._unit_params.append(unit_params)
@@ -108,7 +117,8 @@ class RecurrentLayer(Module):
         # The arrays and kernels are set up for these: changing one later is an AttributeError.
         self._fix_attributes(
             "input_size", "hidden_size", "num_layers", "bias", "batch_first", "bidirectional",
-            "peephole", "backend", "num_directions", "cell", "recurrent_init", "forget_bias",
+            "peephole", "proj_size", "output_size", "backend", "num_directions", "cell", "recurrent_init",
+            "forget_bias",
             **self._cell_options,
         )
 
@@ -124,13 +134,24 @@ class RecurrentLayer(Module):
 
     # -- modes, parameters --------------------------------------------------------------
 
-    def train(self, mode=True):
-        """Training mode (dropout active between layers); returns self."""
+    def train(self, mode: bool = True) -> "RecurrentLayer":
+        """Set training mode (dropout active between layers) or, with `mode` False, evaluation.
+
+        Parameters
+        ----------
+        mode : bool, default True
+            True: training mode; False: evaluation mode (no dropout).
+
+        Returns
+        -------
+        RecurrentLayer
+            This layer.
+        """
         self.training = bool(mode)
         return self
 
-    def eval(self):
-        """Evaluation mode (no dropout); returns self."""
+    def eval(self) -> "RecurrentLayer":
+        """Set evaluation mode (no dropout); returns this layer."""
         return self.train(False)
 
     def __repr__(self):
@@ -144,6 +165,8 @@ class RecurrentLayer(Module):
             options.append("bias=False")
         if self.dropout:
             options.append(f"dropout={self.dropout}")
+        if self.proj_size:
+            options.append(f"proj_size={self.proj_size}")
         options += [f"{key}={value!r}" for key, value in self._repr_options().items()]
         if self.recurrent_init != "uniform":
             options.append(f"recurrent_init={self.recurrent_init!r}")
@@ -158,21 +181,56 @@ class RecurrentLayer(Module):
 
     # -- forward and backward -----------------------------------------------------------
 
-    def forward(self, x, state=None, lengths=None):
-        """Run the stack over `x`; returns `(y, state_n)` (docs/layers.md)."""
+    def forward(self, x: ArrayLike, state: Optional[State] = None,
+                lengths: Optional[ArrayLike] = None) -> Tuple[np.ndarray, State]:
+        """Run the stack over the sequences `x` (docs/layers.md).
+
+        Parameters
+        ----------
+        x : array_like of float, shape (T, B, D), (B, T, D) with batch_first, or (T, D)
+            The input sequences; (T, D) is one unbatched sequence, as torch takes it. Converted
+            to the layer dtype and copied.
+        state : array or tuple of arrays, optional
+            The initial state, shape (num_layers * dirs, B, H) each ((num_layers * dirs, H) for
+            unbatched x): h for GRU and RNN, the tuple (h, c) for LSTM. None: zeros.
+        lengths : array_like of int, shape (B,), optional
+            Valid steps of each sequence, 1 <= lengths[b] <= T: later steps keep the state and
+            output zeros. None: every sequence has T steps.
+
+        Returns
+        -------
+        y : numpy.ndarray, shape (T, B, H * dirs), (B, T, H * dirs) or (T, H * dirs)
+            The last layer's outputs, both directions concatenated, layer dtype.
+        state_n : array or tuple of arrays, shaped as `state`
+            The state after each sequence's last valid step, per layer and direction.
+
+        Raises
+        ------
+        ValueError, TypeError
+            For an input of the wrong shape or a non-float dtype, naming the argument.
+        """
+        # Unbatched input (T, D), as torch takes it: run as a batch of one, (T, 1, D), and give
+        # y (T, H * dirs) and states (num_layers * dirs, H) back; batch_first does not apply.
+        x = as_array("x", x)
+        unbatched = x.ndim == 2
+        batch_first = self.batch_first and not unbatched
         # x and state are copied: the kernels keep them for backward, and the caller may reuse
         # their arrays in between.
-        x = float_array("x", x, self.dtype, (None, None, self.input_size), copy=True)
-        if self.batch_first:
+        x_shape = (None, self.input_size) if unbatched else (None, None, self.input_size)
+        x = float_array("x", x, self.dtype, x_shape, copy=True)
+        if unbatched:
+            x = x[:, None, :]
+        if batch_first:
             x = np.ascontiguousarray(x.transpose(1, 0, 2))
         steps, batch = x.shape[:2]
         if steps == 0 or batch == 0:
             raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
         lengths = _check_lengths(lengths, steps, batch)
-        states = self._check_state("state", state, batch, copy=True)
+        states = self._check_state("state", state, batch, copy=True, unbatched=unbatched)
 
-        dirs, hidden = self.num_directions, self.hidden_size
-        final = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dirs = self.num_directions
+        keep = is_grad_enabled()  # under fastrnn.no_grad() the kernels keep nothing for backward
+        final = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
         layer_caches, masks = [], []
         layer_input = x
         for layer in range(self.num_layers):
@@ -188,7 +246,7 @@ class RecurrentLayer(Module):
                 state0 = tuple(s[unit] for s in states)
                 y, state_n, cache = self._forward_fn(
                     layer_input, state0, self._unit_params[unit], lengths, direction == 1,
-                    **self._cell_options,
+                    keep=keep, **self._cell_options,
                 )
                 for array, value in zip(final, state_n):
                     array[unit] = value
@@ -198,25 +256,51 @@ class RecurrentLayer(Module):
             layer_caches.append(caches)
 
         # Under fastrnn.no_grad() nothing is kept: the caches go when this call returns.
-        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths) if is_grad_enabled() else None
+        self._cache = (layer_caches, masks, batch, layer_input.shape, lengths, unbatched) if keep else None
         y = layer_input
-        if self.batch_first:
+        if batch_first:
             y = np.ascontiguousarray(y.transpose(1, 0, 2))
-        return y, self._pack_state(final)
+        return self._unbatch(y, final, unbatched)
 
-    def backward(self, dy, dstate=None):
-        """BPTT through the last forward call; returns `(dx, dstate0)` and adds into `grads`."""
+    def backward(self, dy: ArrayLike, dstate: Optional[State] = None) -> Tuple[np.ndarray, State]:
+        """Backpropagate through the last forward call, adding the parameter gradients into `grads`.
+
+        Parameters
+        ----------
+        dy : array_like of float, shaped as forward's y
+            Gradient of the loss w.r.t. y.
+        dstate : array or tuple of arrays, optional
+            Gradient w.r.t. forward's state_n, shaped as it. None: zeros.
+
+        Returns
+        -------
+        dx : numpy.ndarray, shaped as forward's x
+            Gradient w.r.t. x, layer dtype.
+        dstate0 : array or tuple of arrays, shaped as forward's state
+            Gradient w.r.t. the initial state.
+
+        Raises
+        ------
+        RuntimeError
+            Without a forward call since the last backward (or under ``fastrnn.no_grad()``).
+        """
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape, _ = self._cached()
-        expected = (y_shape[1], y_shape[0], y_shape[2]) if self.batch_first else y_shape
+        layer_caches, masks, batch, y_shape, _, unbatched = self._cached()
+        batch_first = self.batch_first and not unbatched
+        if unbatched:
+            expected = (y_shape[0], y_shape[2])
+        else:
+            expected = (y_shape[1], y_shape[0], y_shape[2]) if batch_first else y_shape
         dy = float_array("dy", dy, self.dtype, expected)
-        if self.batch_first:
+        if unbatched:
+            dy = dy.reshape(y_shape)
+        if batch_first:
             dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
-        dstates = self._check_state("dstate", dstate, batch)
+        dstates = self._check_state("dstate", dstate, batch, unbatched=unbatched)
         self._cache = None
 
-        dirs, hidden = self.num_directions, self.hidden_size
-        initial = [np.empty((self.num_layers * dirs, batch, hidden), self.dtype) for _ in self.state_names]
+        dirs, hidden = self.num_directions, self.output_size
+        initial = [np.empty(shape, self.dtype) for shape in self._state_shapes(batch)]
         record = {} if self.record_gradient_norms else None
         dy_layer = dy
         for layer in reversed(range(self.num_layers)):
@@ -241,9 +325,9 @@ class RecurrentLayer(Module):
 
         if record is not None:
             self.gradient_norms = record
-        if self.batch_first:
+        if batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
-        return dy_layer, self._pack_state(initial)
+        return self._unbatch(dy_layer, initial, unbatched)
 
     def gate_statistics(self):
         """How saturated the gates of the last forward call are (docs/layers.md §13).
@@ -264,7 +348,7 @@ class RecurrentLayer(Module):
                 f"{type(self).__name__}.gate_statistics needs the cache of a forward call run "
                 "outside fastrnn.no_grad() and before backward"
             )
-        layer_caches, _, _, _, lengths = self._cache
+        layer_caches, _, _, _, lengths, _ = self._cache
         return {
             (layer, direction): gate_statistics(
                 CELLS[self.cell], self._gate_activations_fn(cache), lengths, **self._cell_options
@@ -281,9 +365,21 @@ class RecurrentLayer(Module):
             return np.zeros(shape, self.dtype)
         return (self._rng.random(shape) < keep).astype(self.dtype) / self.dtype.type(keep)
 
-    def _check_state(self, name, state, batch, copy=False):
-        """The state (or its gradient) as a list of (layers*dirs, B, H) arrays, zeros for None."""
-        shape = (self.num_layers * self.num_directions, batch, self.hidden_size)
+    def _state_shapes(self, batch):
+        """The shape of each part of the state: (layers*dirs, B, H), with a projection
+        (layers*dirs, B, P) for h."""
+        units = self.num_layers * self.num_directions
+        return [(units, batch, self.output_size if part == "h" else self.hidden_size)
+                for part in self.state_names]
+
+    def _check_state(self, name, state, batch, copy=False, unbatched=False):
+        """The state (or its gradient) as a list of arrays of _state_shapes, zeros for None.
+
+        With `unbatched` (B = 1) each array is given (layers*dirs, H), as torch takes it.
+        """
+        full_shapes = self._state_shapes(batch)
+        shapes = [(units, size) for units, _, size in full_shapes] if unbatched else full_shapes
+        shape = shapes[0] if len(shapes) == 1 else tuple(shapes)
         if len(self.state_names) == 1:
             if isinstance(state, (tuple, list)):
                 raise TypeError(f"{name} must be an array of shape {shape} for {type(self).__name__}, got a {type(state).__name__}")
@@ -293,16 +389,24 @@ class RecurrentLayer(Module):
         else:
             if not isinstance(state, (tuple, list)) or len(state) != len(self.state_names):
                 pair = ", ".join(self.state_names)
-                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shape {shape}, got {type(state).__name__}")
+                raise TypeError(f"{name} must be a tuple ({pair}) of arrays of shapes {shape}, got {type(state).__name__}")
             parts = state
         arrays = []
-        for index, (part_name, part) in enumerate(zip(self.state_names, parts)):
+        for index, (part_name, part, part_shape, full_shape) in enumerate(zip(self.state_names, parts, shapes, full_shapes)):
             label = name if len(parts) == 1 else f"{name}[{index}] ({part_name})"
-            arrays.append(np.zeros(shape, self.dtype) if part is None else float_array(label, part, self.dtype, shape, copy))
+            array = np.zeros(part_shape, self.dtype) if part is None else float_array(label, part, self.dtype, part_shape, copy)
+            arrays.append(array.reshape(full_shape))
         return arrays
 
     def _pack_state(self, arrays):
         return arrays[0] if len(arrays) == 1 else tuple(arrays)
+
+    def _unbatch(self, sequence, states, unbatched):
+        """(sequence, packed states) as returned: the batch axis of one dropped for unbatched input."""
+        if unbatched:
+            sequence = sequence.reshape(sequence.shape[0], sequence.shape[2])
+            states = [s.reshape(s.shape[0], s.shape[2]) for s in states]
+        return sequence, self._pack_state(states)
 
 
 def _check_dropout(dropout):
@@ -311,6 +415,16 @@ def _check_dropout(dropout):
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     return float(dropout)
+
+
+def _check_proj_size(proj_size, hidden_size):
+    """proj_size as an int, 0 (no projection) <= proj_size < hidden_size, else TypeError/ValueError."""
+    if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)):
+        raise TypeError(f"proj_size must be an int, got {type(proj_size).__name__}")
+    if not 0 <= proj_size < hidden_size:
+        raise ValueError(f"proj_size must be 0 (no projection) or between 1 and hidden_size - 1 = {hidden_size - 1}, "
+                         f"got {proj_size}")
+    return int(proj_size)
 
 
 def _check_lengths(lengths, steps, batch):

@@ -2,8 +2,10 @@
 the attributes fixed at construction and the one-call-at-a-time rule for threads."""
 import functools
 import threading
+from typing import Dict, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import check_dtype, load_arrays
 
@@ -171,23 +173,35 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         """Set every gradient to zero, in place."""
         with self._lock:
             for grad in self.grads.values():
                 grad.fill(0)
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """Copies of the parameters, by name."""
         with self._lock:
             return {name: value.copy() for name, value in self.params.items()}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike]) -> None:
         """Copy `state_dict`'s arrays into the parameters in place, after checking every one.
 
-        Raises TypeError when `state_dict` is not a dict, KeyError for a missing or unexpected
-        name and ValueError/TypeError for a wrong shape or a non-float array, naming the entry;
-        nothing changes when any entry is wrong.
+        Parameters
+        ----------
+        state_dict : mapping of str to array_like of float
+            One array per parameter name of `params`, of that parameter's shape (any float
+            dtype, converted).
+
+        Raises
+        ------
+        TypeError
+            When `state_dict` is not a dict.
+        KeyError
+            For a missing or unexpected name.
+        ValueError, TypeError
+            For a wrong shape or a non-float array, naming the entry; nothing changes when any
+            entry is wrong.
         """
         with self._lock:
             load_arrays("state_dict", self.params, state_dict)

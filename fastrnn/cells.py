@@ -14,17 +14,43 @@ T-1 down to 0, each time with the gradient w.r.t. that step's output state: what
 output received plus what the next step's `backward` returned. `clear_tape()` drops records
 left over (for example after a forward whose loss was not backpropagated).
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _backends
 from ._cells import CELLS
 from ._checks import flag, float_array, positive_int, random_generator
+from ._docstrings import shared_sections
 from ._grad_mode import is_grad_enabled
 from ._init import apply_init_options, check_forget_bias, check_recurrent_init
 from ._layer import _PARAM_PREFIX
 from ._module import Module
+from ._typing import Seed, State
 
 __all__ = ["LSTMCell", "GRUCell", "RNNCell"]
+
+_SIZE_PARAMETERS = """\
+    input_size : int
+        Features of the input x, D (>= 1).
+    hidden_size : int
+        Hidden units, H (>= 1).
+"""
+
+_COMMON_PARAMETERS = """\
+    dtype : numpy.float32 or numpy.float64
+        The dtype of the parameters, states and gradients.
+    backend : "auto", "cython" or "reference"
+        As the layers': the compiled kernels, the pure-NumPy reference, or the first that runs.
+    seed : None, int or numpy.random.Generator
+        Initial weights from U(-1/√H, 1/√H), as torch.
+"""
+
+_documented = shared_sections(size_parameters=_SIZE_PARAMETERS, common_parameters=_COMMON_PARAMETERS)
+
 
 
 class RecurrentCell(Module):
@@ -89,15 +115,15 @@ class RecurrentCell(Module):
         return f"{type(self).__name__}({', '.join(options)})"
 
     @property
-    def tape_length(self):
+    def tape_length(self) -> int:
         """The number of recorded steps that `backward` has not consumed yet."""
         return len(self._tape)
 
-    def clear_tape(self):
+    def clear_tape(self) -> None:
         """Drop every recorded step (their memory is freed)."""
         self._tape.clear()
 
-    def forward(self, x, state=None):
+    def forward(self, x: ArrayLike, state: Optional[State] = None) -> State:
         """One step: the state after it, from input `x` and the state before it.
 
         Parameters
@@ -120,14 +146,16 @@ class RecurrentCell(Module):
         if batch == 0:
             raise ValueError(f"x must have at least one row, got shape {x.shape}")
         states = self._check_state("state", state, batch, unbatched, copy=True)
+        keep = is_grad_enabled()
         y, state_n, cache = self._forward_fn(
-            x.reshape(1, batch, self.input_size), states, self._params, None, False, **self._cell_options
+            x.reshape(1, batch, self.input_size), states, self._params, None, False, keep=keep,
+            **self._cell_options
         )
-        if is_grad_enabled():
+        if keep:
             self._tape.append((cache, batch, unbatched))
         return self._pack_state(state_n, unbatched)
 
-    def backward(self, dstate):
+    def backward(self, dstate: Optional[State]) -> Tuple[np.ndarray, State]:
         """BPTT through the most recently recorded step, which the call consumes.
 
         Parameters
@@ -185,12 +213,13 @@ class RecurrentCell(Module):
         return arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
+@_documented
 class LSTMCell(RecurrentCell):
     """One LSTM step (gate rows i, f, g, o), as torch.nn.LSTMCell; state (h, c).
 
     Parameters
     ----------
-    input_size, hidden_size : int
+    %(size_parameters)s
     bias : bool, default True
         With `bias_ih` and `bias_hh` (4·H,).
     peephole : bool, default False
@@ -198,21 +227,18 @@ class LSTMCell(RecurrentCell):
     forget_gate : bool, default True
         False: the cell of Hochreiter & Schmidhuber 1997, gate rows i, g, o (3·H rows),
         c' = c + i ⊙ g; with peepholes, `weight_peephole` is (2, H).
-    dtype : numpy.float32 or numpy.float64
-    backend : "auto", "cython" or "reference"
-    seed : None, int or numpy.random.Generator
-        Initial weights from U(-1/√H, 1/√H), as torch.
-    recurrent_init : "uniform" (default) or "orthogonal"
-        "orthogonal": each gate's (H, H) block of `weight_hh` a random orthogonal matrix (gain
-        1), drawn after the other parameters (docs/layers.md §1).
+    %(common_parameters)s
+    recurrent_init : {"uniform", "orthogonal"}, default "uniform"
+        "orthogonal": each gate's (H, H) block of every ``weight_hh`` a random orthogonal matrix
+        (gain 1), drawn after the other parameters (docs/layers.md §1).
     forget_bias : float, default 0.0
-        Added to the forget gate's rows of `bias_ih` after the draw (Keras's unit_forget_bias
+        Added to the forget gate's rows of ``bias_ih`` after the draw (Keras's unit_forget_bias
         habit); needs the forget gate and bias=True.
     """
 
-    def __init__(self, input_size, hidden_size, bias=True, *, peephole=False, forget_gate=True,
-                 dtype=np.float32, backend="auto", seed=None, recurrent_init="uniform",
-                 forget_bias=0.0):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, peephole: bool = False,
+                 forget_gate: bool = True, dtype: DTypeLike = np.float32, backend: str = "auto",
+                 seed: Seed = None, recurrent_init: str = "uniform", forget_bias: float = 0.0) -> None:
         self.forget_gate = flag("forget_gate", forget_gate)
         self.cell = "lstm" if self.forget_gate else "lstm_nf"
         super().__init__(input_size, hidden_size, bias, peephole=peephole, dtype=dtype,
@@ -221,32 +247,56 @@ class LSTMCell(RecurrentCell):
         self._fix_attributes("forget_gate")
 
 
+@_documented
 class GRUCell(RecurrentCell):
     """One GRU step (gate rows r, z, n), as torch.nn.GRUCell; state h.
 
     h' = (1 - z) ⊙ n + z ⊙ h. `reset_after=True` (torch's and cuDNN's form) applies r to
-    W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014). Other parameters
-    as `LSTMCell` (`recurrent_init` included), with 3·H gate rows.
+    W_hn h + b_hn; False applies it to h before the product (Cho et al. 2014).
+
+    Parameters
+    ----------
+    %(size_parameters)s
+    bias : bool, default True
+        With `bias_ih` and `bias_hh` (3·H,).
+    reset_after : bool, default True
+        Where the reset gate applies, as above.
+    %(common_parameters)s
+    recurrent_init : {"uniform", "orthogonal"}, default "uniform"
+        "orthogonal": each gate's (H, H) block of every ``weight_hh`` a random orthogonal matrix
+        (gain 1), drawn after the other parameters (docs/layers.md §1).
     """
 
     cell = "gru"
 
-    def __init__(self, input_size, hidden_size, bias=True, *, reset_after=True, dtype=np.float32,
-                 backend="auto", seed=None, recurrent_init="uniform"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, reset_after: bool = True,
+                 dtype: DTypeLike = np.float32, backend: str = "auto", seed: Seed = None,
+                 recurrent_init: str = "uniform") -> None:
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
                          recurrent_init=recurrent_init, reset_after=reset_after)
 
 
+@_documented
 class RNNCell(RecurrentCell):
     """One Elman step, h' = act(W_ih x + b_ih + W_hh h + b_hh), as torch.nn.RNNCell; state h.
 
-    `nonlinearity` is "tanh" (default) or "relu". Other parameters as `LSTMCell`
-    (`recurrent_init` included), with H gate rows.
+    Parameters
+    ----------
+    %(size_parameters)s
+    bias : bool, default True
+        With `bias_ih` and `bias_hh` (H,).
+    nonlinearity : "tanh" or "relu", default "tanh"
+        The activation act.
+    %(common_parameters)s
+    recurrent_init : {"uniform", "orthogonal"}, default "uniform"
+        "orthogonal": each gate's (H, H) block of every ``weight_hh`` a random orthogonal matrix
+        (gain 1), drawn after the other parameters (docs/layers.md §1).
     """
 
     cell = "rnn"
 
-    def __init__(self, input_size, hidden_size, bias=True, *, nonlinearity="tanh", dtype=np.float32,
-                 backend="auto", seed=None, recurrent_init="uniform"):
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, nonlinearity: str = "tanh",
+                 dtype: DTypeLike = np.float32, backend: str = "auto", seed: Seed = None,
+                 recurrent_init: str = "uniform") -> None:
         super().__init__(input_size, hidden_size, bias, dtype=dtype, backend=backend, seed=seed,
                          recurrent_init=recurrent_init, nonlinearity=nonlinearity)

@@ -4,6 +4,8 @@ See docs/toolkit.md §6.
 
 Both check every array first and only then write, so a bad entry leaves all of them unchanged.
 """
+from __future__ import annotations
+
 import math
 from collections.abc import Mapping
 
@@ -32,7 +34,7 @@ def _sum_of_squares(array):
     return float(np.sum(np.square(flat, dtype=np.float64)))
 
 
-def clip_grad_norm(grads, max_norm):
+def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float) -> float:
     """Scale the gradients in place so that their global 2-norm is at most `max_norm`.
 
     Parameters
@@ -65,8 +67,8 @@ def clip_grad_norm(grads, max_norm):
     return norm
 
 
-def clip_grad_value(grads, clip_value):
-    """Clamp every gradient element into [-clip_value, clip_value], in place (torch's clip_grad_value_).
+def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> None:
+    """Clamp every gradient element into [-clip_value, clip_value], in place (torch's ``clip_grad_value_``).
 
     Parameters
     ----------

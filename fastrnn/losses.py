@@ -5,10 +5,15 @@ The loss is a Python float; the gradient is a fresh array of the prediction's dt
 predictions are computed in float32 (a float16 sum of 65,505 or more ones is already infinite)
 and their gradient is rounded back to float16; float32 and float64 are computed in their own dtype.
 """
+from __future__ import annotations
+
 import math
 import numbers
 
+from typing import Optional, Tuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastrnn._checks import as_array, float_array, integer_array
 
@@ -48,7 +53,7 @@ def _row_sums(rows):
     return np.dot(rows, np.ones(rows.shape[1], dtype=rows.dtype))
 
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> np.ndarray:
     """exp(x) / sum(exp(x)) along `axis`, computed stably (shifted by the maximum).
 
     Parameters
@@ -76,7 +81,8 @@ def softmax(x, axis=-1):
     return probs.astype(x.dtype, copy=False)
 
 
-def softmax_cross_entropy(logits, targets, ignore_index=None):
+def softmax_cross_entropy(logits: ArrayLike, targets: ArrayLike,
+                          ignore_index: Optional[int] = None) -> Tuple[float, np.ndarray]:
     """Mean cross-entropy between softmax(logits) and the targets, and its gradient.
 
     Parameters
@@ -186,7 +192,7 @@ def _cross_entropy_probabilities(logits, targets):
     return loss, grad.astype(logits.dtype, copy=False)
 
 
-def perplexity(mean_nll):
+def perplexity(mean_nll: float) -> float:
     """exp(mean_nll): the perplexity of a mean negative log-likelihood (cross-entropy) in nats.
 
     Parameters
@@ -210,7 +216,7 @@ def perplexity(mean_nll):
         return math.inf
 
 
-def mse(pred, target):
+def mse(pred: ArrayLike, target: ArrayLike) -> Tuple[float, np.ndarray]:
     """Mean over all elements of (pred - target)**2, and its gradient.
 
     Parameters

@@ -4,11 +4,15 @@ They follow the recurrent layers' conventions: `forward` caches what `backward` 
 `backward` ADDS the parameter gradients into `grads`, `params`/`grads` are dicts of arrays
 updated in place, and any number of leading dimensions is accepted.
 """
+from __future__ import annotations
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from ._checks import float_array, integer_array, positive_int, random_generator
 from ._grad_mode import is_grad_enabled
 from ._module import Module
+from ._typing import Seed
 
 __all__ = ["Linear", "Embedding"]
 
@@ -32,7 +36,8 @@ class Linear(Module):
         Source of the initial weights.
     """
 
-    def __init__(self, in_features, out_features, bias=True, *, dtype=np.float32, seed=None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: DTypeLike = np.float32, seed: Seed = None) -> None:
         super().__init__(dtype)
         self.in_features = positive_int("in_features", in_features)
         self.out_features = positive_int("out_features", out_features)
@@ -46,7 +51,7 @@ class Linear(Module):
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={'bias' in self.params}, dtype={self.dtype.name})")
 
-    def forward(self, x):
+    def forward(self, x: ArrayLike) -> np.ndarray:
         """y = x @ weight.T + bias.
 
         Parameters
@@ -70,7 +75,7 @@ class Linear(Module):
         self._cache = (x.shape, x_rows) if keep else None
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> np.ndarray:
         """Gradient with respect to x; adds into grads["weight"] and grads["bias"].
 
         Parameters
@@ -111,7 +116,8 @@ class Embedding(Module):
         Source of the initial table.
     """
 
-    def __init__(self, num_embeddings, embedding_dim, *, dtype=np.float32, seed=None):
+    def __init__(self, num_embeddings: int, embedding_dim: int, *, dtype: DTypeLike = np.float32,
+                 seed: Seed = None) -> None:
         super().__init__(dtype)
         self.num_embeddings = positive_int("num_embeddings", num_embeddings)
         self.embedding_dim = positive_int("embedding_dim", embedding_dim)
@@ -122,7 +128,7 @@ class Embedding(Module):
         return (f"Embedding(num_embeddings={self.num_embeddings}, embedding_dim={self.embedding_dim}, "
                 f"dtype={self.dtype.name})")
 
-    def forward(self, indices):
+    def forward(self, indices: ArrayLike) -> np.ndarray:
         """The rows of weight at `indices`.
 
         Parameters
@@ -142,7 +148,7 @@ class Embedding(Module):
         self._cache = indices.copy() if is_grad_enabled() else None
         return np.take(self.params["weight"], indices, axis=0)
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> None:
         """Add dy into the rows of grads["weight"] that forward looked up; returns None.
 
         Parameters

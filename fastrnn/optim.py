@@ -22,10 +22,14 @@ Hyperparameters must be finite numbers in range (a ValueError names the one that
 with preallocated scratch space, slice by slice, so no update allocates arrays of the
 parameters' size.
 """
+from __future__ import annotations
+
 import math
 from collections.abc import Mapping
+from typing import Dict, Optional, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._checks import in_place_float_array, real_number
 
@@ -36,7 +40,7 @@ __all__ = ["SGD", "Adagrad", "Adam", "merge"]
 CHUNK = 1 << 15
 
 
-def merge(**named):
+def merge(**named: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """One dict from several name -> array dicts, each key prefixed with its group's name and a dot.
 
     merge(rnn={"weight_ih_l0": a}, head={"weight": b}) == {"rnn.weight_ih_l0": a, "head.weight": b};
@@ -93,7 +97,7 @@ class Optimizer:
     buffers = ()
     counts_steps = False
 
-    def __init__(self, lr, weight_decay):
+    def __init__(self, lr: float, weight_decay: float) -> None:
         self.lr = real_number("lr", lr, low=0.0)
         self.weight_decay = real_number("weight_decay", weight_decay, low=0.0)
         # name -> {"step": int (when counted), buffer name -> array like the parameter}
@@ -101,7 +105,7 @@ class Optimizer:
         # dtype -> two 1-D work arrays, reused by every update (not part of the state)
         self._scratch = {}
 
-    def step(self, params, grads):
+    def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray]) -> None:
         """Update every array of `params` in place from `grads[name]`.
 
         Parameters
@@ -179,7 +183,7 @@ class Optimizer:
                     state[buffer] = state[buffer].astype(param.dtype)
         return checked
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, np.ndarray]:
         """The state as a flat dict of array copies.
 
         Returns
@@ -195,7 +199,8 @@ class Optimizer:
                 flat[f"{name}/{buffer}"] = np.array(value, dtype=dtype)
         return flat
 
-    def load_state_dict(self, state_dict, params=None):
+    def load_state_dict(self, state_dict: Mapping[str, ArrayLike],
+                        params: Optional[Mapping[str, np.ndarray]] = None) -> None:
         """Replace the state with copies from a dict made by `state_dict` (e.g. read back from .npz).
 
         Parameters
@@ -263,7 +268,7 @@ class SGD(Optimizer):
         L2 penalty, finite and >= 0.
     """
 
-    def __init__(self, lr, momentum=0.0, *, weight_decay=0.0):
+    def __init__(self, lr: float, momentum: float = 0.0, *, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.momentum = real_number("momentum", momentum, low=0.0)
         self.buffers = ("momentum_buffer",) if self.momentum else ()
@@ -299,7 +304,7 @@ class Adagrad(Optimizer):
 
     buffers = ("sum",)
 
-    def __init__(self, lr, eps=1e-10, *, weight_decay=0.0):
+    def __init__(self, lr: float, eps: float = 1e-10, *, weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         self.eps = real_number("eps", eps, low=0.0)
 
@@ -338,7 +343,8 @@ class Adam(Optimizer):
     buffers = ("exp_avg", "exp_avg_sq")
     counts_steps = True
 
-    def __init__(self, lr, betas=(0.9, 0.999), eps=1e-8, *, weight_decay=0.0):
+    def __init__(self, lr: float, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(lr, weight_decay)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")

@@ -16,10 +16,13 @@ manifest before reading any array (so no damaged header can make it allocate mor
 holds), builds each module from its manifest entry and checks its parameter shapes against the
 arrays before loading them; a damaged or inconsistent file is a ValueError naming the entry.
 """
+from __future__ import annotations
+
 import json
 import zipfile
 import zlib
-from typing import NamedTuple
+import os
+from typing import Any, Dict, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -56,9 +59,9 @@ class Checkpoint(NamedTuple):
         The metadata given to `save` (JSON types), {} when none was.
     """
 
-    modules: dict
-    optimizer: object
-    metadata: dict
+    modules: Dict[str, Any]
+    optimizer: Optional[optim.Optimizer]
+    metadata: Dict[str, Any]
 
 
 def _module_config(module):
@@ -78,6 +81,8 @@ def _module_config(module):
         config = {key: getattr(module, key) for key in keys}
         if name in ("LSTM", "LSTMCell"):
             config.update(peephole=module.peephole, forget_gate=module.forget_gate)
+        if name == "LSTM":
+            config["proj_size"] = module.proj_size
         # The cell's own options (GRU's reset_after, RNN's nonlinearity), where repr(layer) reads them.
         config.update(module._cell_options)
     config["dtype"] = module.dtype.name
@@ -90,7 +95,8 @@ def _check_name(name):
     return name
 
 
-def save(path, modules, optimizer=None, metadata=None):
+def save(path: Union[str, os.PathLike], modules: Mapping[str, Any], optimizer: Optional[optim.Optimizer] = None,
+         metadata: Optional[Mapping[str, Any]] = None) -> None:
     """Write `modules`, `optimizer`'s state and `metadata` to one `.npz` file at `path`, atomically.
 
     Parameters
@@ -143,14 +149,14 @@ def save(path, modules, optimizer=None, metadata=None):
         np.savez(file, **arrays)
 
 
-def load(path, *, backend="auto"):
+def load(path: Union[str, os.PathLike], *, backend: str = "auto") -> Checkpoint:
     """Rebuild the modules, optimizer and metadata saved by `save`.
 
     Parameters
     ----------
     path : str or os.PathLike
     backend : str
-        The backend of the rebuilt recurrent layers ("auto", "cython" or "reference").
+        The backend of the rebuilt recurrent layers and cells ("auto", "cython" or "reference").
 
     Returns
     -------
@@ -226,8 +232,8 @@ def _build_module(path, name, entry, arrays, backend):
     if cls is None:
         raise ValueError(f"{path}: module {name!r} has unknown class {entry.get('class')!r}")
     config = dict(entry.get("config", {}))
-    if cls in (layers.LSTM, layers.GRU, layers.RNN):
-        config["backend"] = backend
+    if cls not in (simple_modules.Linear, simple_modules.Embedding):
+        config["backend"] = backend  # layers and cells
     try:
         module = cls(**config)
     except (TypeError, ValueError) as error:

@@ -12,7 +12,7 @@
 
 /* g in: pre-activations of r, z with bias, of n without its W_hn part; out: activated r, z, n.
  * hn: W_hn h_{t-1} + b_hn. */
-static inline void SFX(gru_forward_row)(int H, REAL *restrict g, const REAL *restrict hn,
+ROW_KERNEL void SFX(gru_forward_row)(int H, REAL *restrict g, const REAL *restrict hn,
                                  const REAL *restrict h_prev, REAL *restrict h,
                                  REAL *restrict y)
 {
@@ -50,7 +50,7 @@ KERNEL void SFX(gru_forward_step)(int B, int H, int64_t t, const int64_t *length
     }
 }
 
-static inline void SFX(gru_rz_row)(int H, REAL *restrict g, const REAL *restrict h_prev,
+ROW_KERNEL void SFX(gru_rz_row)(int H, REAL *restrict g, const REAL *restrict h_prev,
                             REAL *restrict rh)
 {
     SFX(sigmoid_row)(g, 2 * H);
@@ -75,7 +75,7 @@ KERNEL void SFX(gru_forward_rz_step)(int B, int H, int64_t t, const int64_t *len
     }
 }
 
-static inline void SFX(gru_n_row)(int H, REAL *restrict g, const REAL *restrict h_prev,
+ROW_KERNEL void SFX(gru_n_row)(int H, REAL *restrict g, const REAL *restrict h_prev,
                            REAL *restrict h, REAL *restrict y)
 {
     const REAL *restrict z = g + H;
@@ -105,7 +105,7 @@ KERNEL void SFX(gru_forward_n_step)(int B, int H, int64_t t, const int64_t *leng
     }
 }
 
-static inline void SFX(gru_backward_row)(int H, const REAL *restrict g, const REAL *restrict hn,
+ROW_KERNEL void SFX(gru_backward_row)(int H, const REAL *restrict g, const REAL *restrict hn,
                                   const REAL *restrict h_prev, const REAL *restrict dy,
                                   REAL *restrict dh, REAL *restrict dg, REAL *restrict dn)
 {
@@ -143,7 +143,7 @@ KERNEL void SFX(gru_backward_step)(int B, int H, int64_t t, const int64_t *lengt
     }
 }
 
-static inline void SFX(gru_backward_nz_row)(int H, const REAL *restrict g, const REAL *restrict h_prev,
+ROW_KERNEL void SFX(gru_backward_nz_row)(int H, const REAL *restrict g, const REAL *restrict h_prev,
                                      const REAL *restrict dy, REAL *restrict dh,
                                      REAL *restrict dg)
 {
@@ -175,7 +175,7 @@ KERNEL void SFX(gru_backward_nz_step)(int B, int H, int64_t t, const int64_t *le
     }
 }
 
-static inline void SFX(gru_backward_r_row)(int H, const REAL *restrict r, const REAL *restrict h_prev,
+ROW_KERNEL void SFX(gru_backward_r_row)(int H, const REAL *restrict r, const REAL *restrict h_prev,
                                     const REAL *restrict drh, REAL *restrict dh,
                                     REAL *restrict dr)
 {

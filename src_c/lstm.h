@@ -11,7 +11,7 @@
 #else /* the body, for one REAL */
 
 /* g in: pre-activations of i, f, g, o with bias; out: activated. p: peepholes (3, H). */
-static inline void SFX(lstm_forward_row)(int H, REAL *restrict g, const REAL *restrict p,
+ROW_KERNEL void SFX(lstm_forward_row)(int H, REAL *restrict g, const REAL *restrict p,
                                          const REAL *restrict c_prev, REAL *restrict h,
                                          REAL *restrict c, REAL *restrict y)
 {
@@ -53,7 +53,7 @@ KERNEL void SFX(lstm_forward_step)(int B, int H, int64_t t, const int64_t *lengt
     }
 }
 
-static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const REAL *restrict p,
+ROW_KERNEL void SFX(lstm_backward_row)(int H, const REAL *restrict g, const REAL *restrict p,
                                           const REAL *restrict c_prev, const REAL *restrict c,
                                           const REAL *restrict dy, REAL *restrict dh,
                                           REAL *restrict dc, REAL *restrict dg, int keep_dc)
@@ -82,7 +82,7 @@ static inline void SFX(lstm_backward_row)(int H, const REAL *restrict g, const R
 }
 
 /* dpeep (3, H) += the peephole gradient of one row. */
-static inline void SFX(lstm_peephole_grad_row)(int H, const REAL *restrict dg,
+ROW_KERNEL void SFX(lstm_peephole_grad_row)(int H, const REAL *restrict dg,
                                                const REAL *restrict c_prev,
                                                const REAL *restrict c, double *restrict dpeep)
 {
@@ -122,7 +122,7 @@ KERNEL void SFX(lstm_backward_step)(int B, int H, int64_t t, const int64_t *leng
 
 /* Without forget gate. g in: pre-activations of i, g, o with bias; out: activated.
  * p: peepholes (2, H), rows p_i, p_o. */
-static inline void SFX(lstm_nf_forward_row)(int H, REAL *restrict g, const REAL *restrict p,
+ROW_KERNEL void SFX(lstm_nf_forward_row)(int H, REAL *restrict g, const REAL *restrict p,
                                             const REAL *restrict c_prev, REAL *restrict h,
                                             REAL *restrict c, REAL *restrict y)
 {
@@ -161,7 +161,7 @@ KERNEL void SFX(lstm_nf_forward_step)(int B, int H, int64_t t, const int64_t *le
     }
 }
 
-static inline void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
+ROW_KERNEL void SFX(lstm_nf_backward_row)(int H, const REAL *restrict g,
                                              const REAL *restrict p, const REAL *restrict c,
                                              const REAL *restrict dy, REAL *restrict dh,
                                              REAL *restrict dc, REAL *restrict dg, int keep_dc)

@@ -20,8 +20,8 @@
 #define FASTRNN_MATMUL_H
 #include "rows.h"
 
-/* The AVX-512 kernels need GCC's vector extensions and target attribute. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+/* The AVX-512 kernels need GCC's (or clang's) vector extensions and target attribute. */
+#if FASTRNN_AVX512_TARGET
 #define FASTRNN_PACKED_MATMUL 1
 static int packed_matmul_supported(void)
 {
@@ -38,7 +38,7 @@ static int packed_matmul_supported(void) { return 0; }
 #endif
 #else /* the body, for one REAL */
 
-static inline void SFX(colsum_row)(int n, const REAL *restrict a, double *restrict acc)
+ROW_KERNEL void SFX(colsum_row)(int n, const REAL *restrict a, double *restrict acc)
 {
     for (int j = 0; j < n; j++) acc[j] += (double)a[j];
 }

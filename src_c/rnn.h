@@ -9,7 +9,7 @@
 #endif
 #else /* the body, for one REAL */
 
-static inline void SFX(relu_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(relu_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = x[j] > 0 ? x[j] : 0;
 }
@@ -35,7 +35,7 @@ KERNEL void SFX(rnn_forward_step)(int B, int H, int64_t t, const int64_t *length
 }
 
 /* The activation's derivative, read off its output h: relu' = [h > 0], tanh' = 1 - h^2. */
-static inline void SFX(rnn_backward_row)(int H, int relu, const REAL *restrict h,
+ROW_KERNEL void SFX(rnn_backward_row)(int H, int relu, const REAL *restrict h,
                                   const REAL *restrict dy, REAL *restrict dh,
                                   REAL *restrict dpre)
 {

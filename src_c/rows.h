@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "portable.h"
+
 /* exp for float, branch-free (clamps, integer exponent arithmetic) so that the loops calling it
  * vectorise, which libm's expf does not: exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln2/2,
  * exp(r) from Cephes' degree-7 polynomial. x is clamped to [-87.3, 88], where 2^n stays a normal
@@ -74,15 +76,25 @@ static inline double act_sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double act_tanh_d(double x) { return tanh(x); }
 
 /* The exported kernels are compiled three times, for baseline x86-64 (SSE2), x86-64-v3 (AVX2,
- * FMA) and x86-64-v4 (AVX-512), and the loader picks the best the CPU runs (GNU ifunc): the
+ * FMA) and x86-64-v4 (AVX-512), and the loader picks the best the CPU runs (see portable.h): the
  * portable build stays portable and the gate loops get the widest vectors the CPU has.
- * `flatten` inlines the row kernels into each version, so they are compiled for its instruction
- * set too. Elsewhere: one version. */
-#if defined(__GNUC__) && __GNUC__ >= 12 && !defined(__clang__) && defined(__x86_64__) && \
-    defined(__GLIBC__)
+ * `flatten` (GCC) inlines the row kernels into each version, so they are compiled for its
+ * instruction set too. Elsewhere: one version. */
+#if FASTRNN_FLATTEN_CLONES
 #define KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4"), flatten))
+#elif FASTRNN_KERNEL_CLONES
+#define KERNEL __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define KERNEL
+#endif
+
+/* The row kernels (and helpers) the exported kernels call: inlined into each version, so that
+ * they are compiled for its instruction set. GCC does so through KERNEL's `flatten`; clang,
+ * which refuses `flatten` on clones and would call one baseline copy, through always_inline. */
+#if FASTRNN_KERNEL_CLONES && !FASTRNN_FLATTEN_CLONES
+#define ROW_KERNEL static inline __attribute__((always_inline))
+#else
+#define ROW_KERNEL static inline
 #endif
 
 #define VALID(b) (lengths == NULL || t < lengths[b])
@@ -95,29 +107,29 @@ static inline double act_tanh_d(double x) { return tanh(x); }
 #endif /* FASTRNN_ROWS_H */
 #else  /* the body, for one REAL */
 
-static inline void SFX(copy_row)(REAL *restrict dst, const REAL *restrict src, int n)
+ROW_KERNEL void SFX(copy_row)(REAL *restrict dst, const REAL *restrict src, int n)
 {
     for (int j = 0; j < n; j++) dst[j] = src[j];
 }
 
-static inline void SFX(zero_row)(REAL *restrict dst, int n)
+ROW_KERNEL void SFX(zero_row)(REAL *restrict dst, int n)
 {
     for (int j = 0; j < n; j++) dst[j] = 0;
 }
 
 /* dst += src, skipped when src is NULL (a layer without bias). */
-static inline void SFX(add_row)(REAL *restrict dst, const REAL *restrict src, int n)
+ROW_KERNEL void SFX(add_row)(REAL *restrict dst, const REAL *restrict src, int n)
 {
     if (src == NULL) return;
     for (int j = 0; j < n; j++) dst[j] += src[j];
 }
 
-static inline void SFX(sigmoid_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(sigmoid_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = SIGMOID(x[j]);
 }
 
-static inline void SFX(tanh_row)(REAL *restrict x, int n)
+ROW_KERNEL void SFX(tanh_row)(REAL *restrict x, int n)
 {
     for (int j = 0; j < n; j++) x[j] = TANH(x[j]);
 }
@@ -165,7 +177,7 @@ static inline double SFX(state_grad_sq)(int B, int H, int64_t t, const int64_t *
 }
 
 /* An invalid row in forward: the state is carried over, the output is zero. */
-static inline void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
+ROW_KERNEL void SFX(carry_row)(int H, const REAL *restrict h_prev, REAL *restrict h,
                                   REAL *restrict y)
 {
     SFX(copy_row)(h, h_prev, H);

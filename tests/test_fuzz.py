@@ -235,14 +235,16 @@ def read_only_grad(layer):
 
 
 def reshaped_param(layer):
+    """Give a parameter another shape in place: always a change, whatever the sizes (a (1, 1) weight
+    gains a dimension)."""
     param = layer.params[sorted(layer.params)[0]]
-    param.shape = param.shape[::-1] if param.ndim == 2 and param.shape[0] != param.shape[1] else (1, -1)
+    param.shape = param.shape[::-1] if param.ndim == 2 and param.shape[0] != param.shape[1] else (1,) + param.shape
 
 
 # (name the message must contain, what to change: "x", "lengths", "state", "dy", "dstate" give a
 # function of (problem, layer, good value) -> bad value; "layer" a function changing the layer)
 BAD = {
-    "x 2-d": ("x", "x", lambda p, l, x: x[0]),
+    "x 1-d": ("x", "x", lambda p, l, x: x[0, 0]),  # 2-d x is valid: one unbatched sequence
     "x wrong size": ("x", "x", lambda p, l, x: np.zeros(x.shape[:2] + (x.shape[2] + 1,))),
     "x integers": ("x", "x", lambda p, l, x: np.ones(x.shape, np.int64)),
     "x complex": ("x", "x", lambda p, l, x: np.ones(x.shape, np.complex128)),

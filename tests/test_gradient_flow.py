@@ -187,7 +187,7 @@ def _expected_statistics(case, layer, x, lengths):
     state0 = tuple(np.zeros((x.shape[1], H)) for _ in CELLS[cell].state_names)
     lengths = None if lengths is None else np.asarray(lengths, np.int64)
     _, _, cache = module.forward(x, state0, params, lengths, False, **options)
-    gates = {"rnn": lambda c: c[3][:, None], "gru": lambda c: c[3]}.get(cell, lambda c: c[5])(cache)
+    gates = module.gate_activations(cache)
     valid = np.ones((T, x.shape[1]), bool) if lengths is None else np.arange(T)[:, None] < lengths
     tanh_gate = {"lstm": "g", "lstm_nf": "g", "gru": "n", "rnn": "h"}[cell]
     expected = {}

@@ -256,7 +256,7 @@ def test_backward_without_forward_raises():
 
 
 @pytest.mark.parametrize("call,error,pattern", [
-    (lambda l: l(np.ones((2, 3), np.float32)), ValueError, r"x must have shape \(\*, \*, 3\), got \(2, 3\)"),
+    (lambda l: l(np.ones((2, 1, 1, 3), np.float32)), ValueError, r"x must have shape \(\*, \*, 3\), got \(2, 1, 1, 3\)"),
     (lambda l: l(np.ones((2, 1, 5), np.float32)), ValueError, r"x must have shape \(\*, \*, 3\), got \(2, 1, 5\)"),
     (lambda l: l(np.ones((2, 1, 3), np.int64)), TypeError, r"x must be a floating-point array, got dtype int64"),
     (lambda l: l(np.ones((0, 1, 3), np.float32)), ValueError, r"x must have at least one step"),

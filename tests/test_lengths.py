@@ -5,8 +5,9 @@ import pytest
 from numpy.testing import assert_array_equal
 
 import fastrnn
-from cases import CASES, make_layer
+from cases import CASES, kernels, make_layer, reference
 from test_kernels import TOLERANCE, assert_parity, make_problem, run_cell
+from test_projection import make_problem as make_projected_problem
 
 
 def lengths_pattern(name, T, B, rng):
@@ -106,3 +107,31 @@ def test_layer_with_lengths_matches_each_sequence_alone():
         np.testing.assert_allclose(y[:lengths[b], b:b + 1], y_b, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(h_n[:, b:b + 1], h_b, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(c_n[:, b:b + 1], c_b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj_size", [0, 5])
+@pytest.mark.parametrize("case", ["lstm", "lstm_nf_peephole"])
+def test_lstm_inference_with_lengths_matches_reference(case, proj_size, reverse):
+    """keep=False on the packed layout (two state slots, the final states left in either) gives
+    the training forward's results exactly, and the reference's, with and without projection."""
+    T, B, D, H = 9, 12, 4, 8
+    rng = np.random.default_rng(12)
+    if proj_size:
+        problem = make_projected_problem(case, rng, np.float64, T, B, D, H, proj_size)
+    else:
+        problem = make_problem(case, rng, np.float64, T, B, D, H)
+    lengths = lengths_pattern("distinct", T, B, rng)  # lengths of both parities, 1 and T
+    x, state0, params = problem["x"], problem["state0"], problem["params"]
+    cell = CASES[case].cell
+    y, state_n, cache = kernels(cell).forward(x, state0, params, lengths, reverse)
+    y_inf, state_inf, cache_inf = kernels(cell).forward(x, state0, params, lengths, reverse,
+                                                        keep=False)
+    y_ref, state_ref, _ = reference(cell).forward(x, state0, params, lengths, reverse)
+    assert cache is not None and cache_inf is None
+    assert_array_equal(y_inf, y)
+    tol = TOLERANCE[np.float64]
+    np.testing.assert_allclose(y_inf, y_ref, rtol=tol, atol=tol)
+    for final, final_inf, final_ref in zip(state_n, state_inf, state_ref):
+        assert_array_equal(final_inf, final)
+        np.testing.assert_allclose(final_inf, final_ref, rtol=tol, atol=tol)

@@ -13,7 +13,11 @@ DTYPES = [np.float64, np.float32]
 
 avx512 = pytest.mark.skipif(
     not products._packed_products_supported(),
-    reason="matmul_packed and matmul_tn need AVX-512: this CPU lacks it, or the compiler built without it",
+    reason=(
+        "matmul_packed and matmul_tn need AVX-512: "
+        + ("this CPU lacks AVX-512" if products._packed_products_compiled()
+           else "this build's compiler lacks the AVX-512 target")
+    ),
 )
 
 # (m, n, k): ones, odd sizes, n not a multiple of the panel width (32 floats, 16 doubles), k = 1,

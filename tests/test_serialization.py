@@ -28,6 +28,7 @@ def every_module(dtype):
         "head_nobias": fastrnn.Linear(3, 2, bias=False, dtype=dtype, seed=5),
         "embed": fastrnn.Embedding(10, 3, dtype=dtype, seed=6),
         "lstm_nf": fastrnn.LSTM(3, 4, forget_gate=False, peephole=True, dtype=dtype, seed=7),
+        "lstm_proj": fastrnn.LSTM(3, 5, 2, bidirectional=True, proj_size=2, dtype=dtype, seed=11),
         "lstm_cell": fastrnn.LSTMCell(3, 4, forget_gate=False, dtype=dtype, seed=8),
         "gru_cell": fastrnn.GRUCell(3, 4, reset_after=False, bias=False, dtype=dtype, seed=9),
         "rnn_cell": fastrnn.RNNCell(3, 4, nonlinearity="relu", dtype=dtype, seed=10),
@@ -64,6 +65,7 @@ def test_round_trip_of_every_module_and_optimizer(tmp_path, dtype, kind):
     for name, module in models.items():
         back = loaded.modules[name]
         assert type(back) is type(module) and without_backend(back) == without_backend(module)
+        assert getattr(back, "backend", "reference") == "reference"  # layers and cells alike
         assert getattr(back, "training", None) == getattr(module, "training", None)
         assert back.params.keys() == module.params.keys()
         for key, value in module.params.items():

@@ -152,10 +152,11 @@ cdef void init_work(GruWork *w, bint is_double, int H, Layout lay, bint reset_af
     w.H, w.G, w.rev, w.steps = H, 3 * H, lay.reverse, &lay.steps
 
 
-def forward(x, state0, params, lengths, reverse, reset_after=True):
+def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     """GRU forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
     cache.layout, cache.reset_after = lay, reset_after
@@ -166,7 +167,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
     else:
         y = _forward[double](cache.x, cache.w_ih, cache.w_hh, params["b_ih"], params["b_hh"],
                              cache)
-    return lay.unpack(y), (lay.final(cache.hs),), cache
+    return lay.unpack(y), (lay.final(cache.hs),), cache if keep else None
 
 
 cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -176,6 +177,7 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     cdef Layout lay = cache.layout
     cdef bint reset_after = cache.reset_after
     cdef int R = lay.rows, D = x.shape[1], H = w_hh.shape[1], G = 3 * H
+    cdef int T = lay.steps.T, B = lay.steps.B
     cdef GruWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
@@ -186,11 +188,11 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     if not reset_after:
         lay.zero_unused(cache.hn_or_rh)  # the W_hn gradient reads it
     y_array = empty((R, H), dtype)
-    hproj_array = empty((lay.steps.B, G), dtype)
+    hproj_array = empty((B, G), dtype)
     cdef floating[:, ::1] gates = cache.gates, hs = cache.hs, hn_or_rh = cache.hn_or_rh
     cdef floating[:, ::1] y = y_array, hproj = hproj_array
-    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, G if reset_after else 2 * H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(R, D, G, dtype)
 
     init_scan(&scan, floating is double, True, lay, forward_part, &work)
@@ -254,6 +256,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
     """The time loop and the products of backward on the packed dy, from dh (the final state
     gradient, sorted; left as that of the initial state); returns the packed dx."""
     cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1], G = 3 * H
+    cdef int T = lay.steps.T, B = lay.steps.B
     cdef int64_t rows = R
     cdef const floating *h_prev = &hs[0, 0] + slot_at(&lay.steps, lay.reverse, 0, H)
     cdef GruWork work
@@ -264,15 +267,15 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
     # reset_after: the r, z, hn gradients (what W_hh sees) and dn, the n gradient (what W_ih
     # sees); otherwise the r, z, n gradients, which both see, and a per-step d(r * h_{t-1}).
     dgates_array = empty((R, G), dtype)
-    dn_array = empty((R if reset_after else lay.steps.B, H), dtype)
+    dn_array = empty((R if reset_after else B, H), dtype)
     lay.zero_unused(dgates_array)
     if reset_after:
         lay.zero_unused(dn_array)
     cdef floating[:, ::1] dx = dx_array, dgates = dgates_array, dn = dn_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, G))  # see ColumnSum
     cdef double[:, ::1] dbias_n = np.zeros((MAX_PARTS, H))
-    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype)
-    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(G if reset_after else 2 * H, H, dtype, T, B)
+    cdef floating[::1] panels_n = None if reset_after else step_panels(H, H, dtype, T, B)
     # dx: @ w_ih (reset_after: @ w_ih[:2H] and @ w_ih[2H:])
     cdef floating[::1] panels_ih = product_panels(R, 2 * H if reset_after else G, D, dtype)
     cdef floating[::1] panels_n_ih = product_panels(R, H, D, dtype) if reset_after else None

@@ -5,6 +5,7 @@ from libc.stdint cimport int64_t
 
 
 cdef extern from "matmul.h" nogil:
+    int FASTRNN_PACKED_MATMUL  # 1 when this build's compiler built the AVX-512 kernels
     int packed_matmul_supported()
     size_t packed_size_f(int k, int n)
     size_t packed_size_d(int k, int n)

@@ -58,7 +58,7 @@ cdef void set_operand(Operand *op, int k, int n, const void *b, int ldb, bint tr
                       void *panels) noexcept
 cdef void step_matmul(const Operand *op, int m, const floating *a, int lda, floating beta,
                       floating *c, int ldc) noexcept nogil
-cdef object step_panels(int k, int n, dtype)
+cdef object step_panels(int k, int n, dtype, int64_t steps, int rows)
 cdef object product_panels(int64_t rows, int k, int n, dtype)
 
 cdef void init_products(Products *products, bint is_double) noexcept

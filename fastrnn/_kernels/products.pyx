@@ -10,11 +10,12 @@ import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
 
 from fastrnn._kernels.buffers cimport empty
-from fastrnn._kernels.matmul cimport (colsum, matmul_packed, matmul_tn, pack_panels,
-                                      packed_matmul_supported, packed_size)
+from fastrnn._kernels.matmul cimport (FASTRNN_PACKED_MATMUL, colsum, matmul_packed, matmul_tn,
+                                      pack_panels, packed_matmul_supported, packed_size)
 from fastrnn._kernels.threads cimport MAX_PARTS, part_start
 
 cdef enum:
@@ -31,6 +32,12 @@ cdef enum:
     SPLIT_SUM_MIN_ROWS = 512
 
 
+# The per-step right operand is packed only for a pass of at least this many steps and two batch
+# rows: packing reads and writes all of W_hh, which a short pass does not earn back (one step at
+# B = 1, generation, reads W_hh once in gemv). Set by _set_step_pack_min_steps for benchmarks.
+cdef int _step_pack_min_steps = 16
+
+
 cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
                const floating *a, int lda, const floating *b, int ldb, floating beta,
                floating *c, int ldc) noexcept nogil:
@@ -39,6 +46,22 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
     # Cᵀ := alpha * op(B)ᵀ.op(A)ᵀ + beta * Cᵀ, i.e. swap the operands and m with n.
     cdef char ta = b'T' if trans_a else b'N'
     cdef char tb = b'T' if trans_b else b'N'
+    cdef int one = 1
+    if m == 1 and not trans_a:
+        # One row: c := alpha * op(B)ᵀ.a + beta * c in gemv, which reads B once; gemm would pack
+        # it first. Column-major, B (k, n) is the (n, k) matrix Bᵀ, and Bᵀ (n, k) is (k, n).
+        # C is cleared for beta = 0: gemv may scale what is there, and 0 * NaN is NaN.
+        if beta == 0:
+            memset(c, 0, <size_t>n * sizeof(floating))
+        if floating is float:
+            sgemv(b'T' if trans_b else b'N', &n if not trans_b else &k,
+                  &k if not trans_b else &n, &alpha, <float *>b, &ldb, <float *>a, &one, &beta,
+                  c, &one)
+        else:
+            dgemv(b'T' if trans_b else b'N', &n if not trans_b else &k,
+                  &k if not trans_b else &n, &alpha, <double *>b, &ldb, <double *>a, &one, &beta,
+                  c, &one)
+        return
     if floating is float:
         sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
     else:
@@ -48,8 +71,13 @@ cdef void gemm(bint trans_a, bint trans_b, int m, int n, int k, floating alpha,
 cdef bint _packed_products = packed_matmul_supported()
 
 
+def _packed_products_compiled():
+    """Whether this build's compiler built matmul_packed (GCC or clang on x86-64)."""
+    return bool(FASTRNN_PACKED_MATMUL)
+
+
 def _packed_products_supported():
-    """Whether this CPU runs matmul_packed."""
+    """Whether matmul_packed runs here: compiled in, and this CPU has AVX-512 and FMA."""
     return bool(packed_matmul_supported())
 
 
@@ -79,7 +107,15 @@ cdef void step_matmul(const Operand *op, int m, const floating *a, int lda, floa
         matmul_packed(m, op.n, op.k, a, lda, <const floating *>op.panels, beta != 0, c, ldc)
 
 
-cdef object step_panels(int k, int n, dtype):
+cdef object step_panels(int k, int n, dtype, int64_t steps, int rows):
+    """A buffer for the packed form of a (k, n) right operand multiplied at each of `steps` steps
+    by `rows` rows, or None when the products use BLAS (see _step_pack_min_steps)."""
+    if steps < _step_pack_min_steps or rows < 2:
+        return None
+    return operand_panels(k, n, dtype)
+
+
+cdef object operand_panels(int k, int n, dtype):
     """A buffer for the packed form of a (k, n) right operand, or None when products use BLAS."""
     if not _packed_products:
         return None
@@ -88,12 +124,21 @@ cdef object step_panels(int k, int n, dtype):
     return empty((packed_size(k, n, <double *>NULL),), np.float64)
 
 
+def _set_step_pack_min_steps(int steps):
+    """Pack the per-step operand from passes of `steps` steps on; returns the previous setting.
+    For benchmarks."""
+    global _step_pack_min_steps
+    previous = _step_pack_min_steps
+    _step_pack_min_steps = steps
+    return previous
+
+
 cdef object product_panels(int64_t rows, int k, int n, dtype):
     """step_panels for the right operand of a whole-sequence product of `rows` rows: None (BLAS)
     below PACKED_MIN_ROWS, where packing it costs more than matmul_packed saves."""
     if rows < PACKED_MIN_ROWS:
         return None
-    return step_panels(k, n, dtype)
+    return operand_panels(k, n, dtype)
 
 
 cdef void init_products(Products *products, bint is_double) noexcept:

@@ -98,10 +98,11 @@ cdef class _Cache:
     cdef bint relu
 
 
-def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
+def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True):
     """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache).
 
-    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md)."""
+    Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
+    `keep`, cache is None."""
     cdef _Cache cache = _Cache.__new__(_Cache)
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
     cache.layout, cache.relu = lay, nonlinearity == "relu"
@@ -113,7 +114,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
     else:
         y = _forward[double](cache.x, cache.w_ih, cache.w_hh, params["b_ih"], params["b_hh"],
                              cache)
-    return lay.unpack(y), (lay.final(cache.hs),), cache
+    return lay.unpack(y), (lay.final(cache.hs),), cache if keep else None
 
 
 cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
@@ -122,12 +123,13 @@ cdef object _forward(const floating[:, ::1] x, const floating[:, ::1] w_ih,
     """The time loop and the products of forward on the packed x; returns the packed y."""
     cdef Layout lay = cache.layout
     cdef int R = lay.rows, D = x.shape[1], H = w_hh.shape[1]
+    cdef int T = lay.steps.T, B = lay.steps.B
     cdef RnnWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
     y_array = empty((R, H), dtype)
     cdef floating[:, ::1] hs = cache.hs, y = y_array
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(R, D, H, dtype)
 
     memset(&work, 0, sizeof(RnnWork))
@@ -183,6 +185,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
     """The time loop and the products of backward on the packed dy, from dh (the final state
     gradient, sorted; left as that of the initial state); returns the packed dx."""
     cdef int R = lay.rows, D = x.shape[1], H = hs.shape[1]
+    cdef int T = lay.steps.T, B = lay.steps.B
     cdef RnnWork work
     cdef Scan scan
     dtype = np.float32 if floating is float else np.float64
@@ -191,7 +194,7 @@ cdef object _backward(const floating[:, ::1] dy, floating[:, ::1] dh,
     lay.zero_unused(dpre_array)
     cdef floating[:, ::1] dx = dx_array, dpre = dpre_array
     cdef double[:, ::1] dbias = np.zeros((MAX_PARTS, H))  # see ColumnSum
-    cdef floating[::1] panels = step_panels(H, H, dtype)
+    cdef floating[::1] panels = step_panels(H, H, dtype, T, B)
     cdef floating[::1] panels_ih = product_panels(R, H, D, dtype)
 
     memset(&work, 0, sizeof(RnnWork))

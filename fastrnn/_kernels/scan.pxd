@@ -27,6 +27,7 @@ cdef class Layout:
     cdef Steps steps
     cdef readonly int64_t rows, state_rows  # rows of a per-step buffer, of a state sequence
     cdef readonly bint reverse
+    cdef readonly bint keep  # False: a state sequence holds two slots, used in turn
     # order[i]: the batch row sorted to position i (None: no lengths, the padded layout)
     cdef object order, pack_index, unpack_index, dead_rows, first_row, last_row
     cdef object active, step_row, slot_row, lengths
@@ -52,7 +53,7 @@ cdef struct Scan:
     Products products
 
 
-cdef Layout layout(lengths, int T, int B, bint reverse)
+cdef Layout layout(lengths, int T, int B, bint reverse, bint keep=*)
 cdef void init_scan(Scan *scan, bint is_double, bint forward, Layout layout, rows_fn time_loop,
                     void *cell) noexcept
 cdef Operand *add_operand(Scan *scan, int k, int n, const void *b, int ldb, bint transposed,

@@ -24,6 +24,13 @@ layout. Forward, the rows past n_t of step t (the sequences that ended at step t
 rows in all) are zeros in the buffers the products read. The pack and unpack methods of Layout
 gather the inputs into this layout and the results out of it, in the original order, with zeros
 in the padding.
+
+A pass that keeps nothing for backward (keep=False, the inference path) needs only the state
+before and the state after each step: its state sequences hold two slots of B rows, and the s-th
+step processed (t = s forward, T-1-s reverse) reads slot s % 2 and writes slot (s+1) % 2, in
+either layout. A row is written only while its sequence runs, so with lengths a sequence's
+initial state goes to the slot its first step reads and its final state stays in the slot its
+last step wrote.
 """
 import numpy as np
 
@@ -107,7 +114,7 @@ cdef class Layout:
         order, in place."""
         hs = empty((self.state_rows, state0.shape[1]), state0.dtype)
         if self.order is None:
-            start = self.reverse * self.steps.T * self.steps.B
+            start = state_slot(self, 0) * self.steps.B
             hs[start:start + self.steps.B] = state0
         else:
             hs[self.first_row] = state0[self.order]
@@ -116,7 +123,7 @@ cdef class Layout:
     def final(self, hs):
         """The final state of every sequence (B, H), original order, from the state sequence."""
         if self.order is None:
-            start = (not self.reverse) * self.steps.T * self.steps.B
+            start = state_slot(self, self.steps.T) * self.steps.B
             return hs[start:start + self.steps.B].copy()
         out = np.empty((self.steps.B, hs.shape[1]), hs.dtype)
         out[self.order] = hs[self.last_row]
@@ -144,6 +151,14 @@ cdef class Layout:
             p[self.dead_rows] = 0
 
 
+cdef int state_slot(Layout lay, int done) noexcept:
+    """The slot of a state sequence of `lay` that holds the state after `done` steps of the pass
+    (0: the initial state of a sequence of T steps)."""
+    if not lay.keep:
+        return done & 1
+    return lay.steps.T - done if lay.reverse else done
+
+
 cdef void pack_sorted(Layout lay, lengths, int T, int B, bint reverse):
     """The packed layout of sequences of `lengths` (not all T) into `lay`: the batch sorted by
     length, descending, and the rows each step runs, n_t = #{b : lengths[b] > t}, packed."""
@@ -166,7 +181,8 @@ cdef void pack_sorted(Layout lay, lengths, int T, int B, bint reverse):
         before = B if t == 0 else active[t - 1]
         step_row[t + 1] = step_row[t] + (active[t] if reverse else before)
         slot_row[t + 1] = slot_row[t] + before
-    lay.rows, lay.state_rows = step_row[T], slot_row[T] + active[T - 1]
+    lay.rows = step_row[T]
+    lay.state_rows = slot_row[T] + active[T - 1] if lay.keep else 2 * <int64_t>B
     # per-step row r = step_row[t] + i holds batch row order[i] of step t, or nothing (-1) if
     # i >= n_t: the rows the products read there are zeros
     lay.pack_index = np.empty(lay.rows, np.int64)
@@ -184,29 +200,31 @@ cdef void pack_sorted(Layout lay, lengths, int T, int B, bint reverse):
                 pack_index[r] = -1
     unused = np.flatnonzero(lay.pack_index < 0)
     lay.dead_rows = unused if unused.size else None
-    # the slot before a sequence's first step and the slot after its last
+    # the slot before a sequence's first step and the slot after its last (slot s starts at
+    # row s * B for s <= 1, as the two slots of a pass that keeps nothing)
     lay.first_row, lay.last_row = np.empty(B, np.int64), np.empty(B, np.int64)
     cdef int64_t[::1] first_row = lay.first_row, last_row = lay.last_row
     for i in range(B):
-        first_row[i] = slot_row[sorted_lengths[i] if reverse else 0] + i
-        last_row[i] = slot_row[0 if reverse else sorted_lengths[i]] + i
+        first_row[i] = slot_row[state_slot(lay, T - sorted_lengths[i] if reverse else 0)] + i
+        last_row[i] = slot_row[state_slot(lay, T if reverse else sorted_lengths[i])] + i
 
 
-cdef Layout layout(lengths, int T, int B, bint reverse):
+cdef Layout layout(lengths, int T, int B, bint reverse, bint keep=True):
     """The layout of a pass of T steps over B sequences of `lengths` (None, or int64 (B,) with
-    1 <= lengths[b] <= T), in the given direction: padded when every length is T."""
+    1 <= lengths[b] <= T), in the given direction: padded when every length is T. Without `keep`
+    the state sequences hold two slots (see the module docstring)."""
     cdef Layout lay = Layout.__new__(Layout)
-    lay.reverse = reverse
+    lay.reverse, lay.keep = reverse, keep
+    lay.steps.T, lay.steps.B = T, B
     if lengths is None or np.min(lengths) == T:
         lay.active = np.full(T, B, np.intc)
         lay.step_row = lay.slot_row = np.arange(T + 1, dtype=np.int64) * B
-        lay.rows, lay.state_rows = <int64_t>T * B, <int64_t>(T + 1) * B
+        lay.rows, lay.state_rows = <int64_t>T * B, <int64_t>(T + 1 if keep else 2) * B
     else:
         pack_sorted(lay, np.asarray(lengths, np.int64), T, B, reverse)
     cdef const int[::1] active = lay.active
     cdef const int64_t[::1] step_row = lay.step_row, slot_row = lay.slot_row
     cdef const int64_t[::1] sorted_lengths = lay.lengths
-    lay.steps.T, lay.steps.B = T, B
     lay.steps.active, lay.steps.step_row = &active[0], &step_row[0]
     lay.steps.slot_row = &slot_row[0]
     lay.steps.lengths = NULL if sorted_lengths is None else &sorted_lengths[0]

@@ -12,7 +12,7 @@ cdef struct Team:
     # parts - 1 helpers and the calling thread, which runs part 0
     int parts
 
-cdef int pass_begin(int rows, int64_t macs) noexcept
+cdef int pass_begin(int rows, int64_t macs) except -1
 cdef void pass_end() noexcept
 cdef void team_init(Team *team, int parts) noexcept
 cdef void team_free(Team *team) noexcept

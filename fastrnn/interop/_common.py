@@ -28,10 +28,16 @@ def reorder_gates(array, order, hidden):
 
 
 def check_layer(layer):
-    """The layer's cell name ("LSTM", "GRU" or "RNN"); TypeError for anything else."""
+    """The layer's cell name ("LSTM", "GRU" or "RNN"); TypeError for anything else, ValueError for
+    an LSTM with proj_size > 0 or without forget gate (neither ONNX's nor Keras's LSTM has them)."""
     name = CELL_NAMES.get(type(layer))
     if name is None:
         raise TypeError(f"layer must be a fastrnn LSTM, GRU or RNN, got {type(layer).__name__}")
+    if getattr(layer, "proj_size", 0):
+        raise ValueError(f"layer has proj_size={layer.proj_size}: ONNX's and Keras's LSTM have no projection "
+                         "(weight_hr), only proj_size=0 converts")
+    if not getattr(layer, "forget_gate", True):
+        raise ValueError("layer has forget_gate=False: ONNX's and Keras's LSTM always have a forget gate")
     return name
 
 

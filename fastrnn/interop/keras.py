@@ -15,8 +15,14 @@ A stack of layers (and `keras.layers.Bidirectional`, forward then backward) is t
 one after the other, as ``sum((l.get_weights() for l in keras_layers), [])`` gives them.
 Keras has no peephole LSTM. Nothing here imports Keras.
 """
-import numpy as np
+from __future__ import annotations
 
+from typing import List, Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .._layer import RecurrentLayer
 from ._common import cell_option, check_layer, load_units, reorder_gates, unit_arrays
 
 __all__ = ["to_keras_weights", "load_keras_weights"]
@@ -38,7 +44,7 @@ def _check_supported(layer):
     return cell
 
 
-def to_keras_weights(layer):
+def to_keras_weights(layer: RecurrentLayer) -> List[np.ndarray]:
     """The layer's weights as Keras `set_weights` lists, every unit's list one after the other.
 
     Parameters
@@ -64,7 +70,7 @@ def to_keras_weights(layer):
     return weights
 
 
-def load_keras_weights(layer, weights):
+def load_keras_weights(layer: RecurrentLayer, weights: Sequence[ArrayLike]) -> None:
     """Load Keras `get_weights()` lists (every unit's, one after the other) into `layer` in place.
 
     Parameters

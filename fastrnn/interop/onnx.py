@@ -17,11 +17,16 @@ them. Needs the `onnx` package (`pip install "fastrnn[interop]"`); onnxruntime r
 float64 layers export valid float64 models, but onnxruntime's CPU LSTM, GRU and RNN kernels run
 float32 only: export a float32 copy of the layer to run it there.
 """
+from __future__ import annotations
+
 import os
+from typing import Any, Optional, Union
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .._io import atomic_write
+from .._layer import RecurrentLayer
 from ._common import CELL_NAMES, cell_option, check_layer, load_units, reorder_gates, unit_arrays
 
 __all__ = ["to_onnx", "from_onnx"]
@@ -45,7 +50,8 @@ def _import_onnx():
     return onnx
 
 
-def to_onnx(layer, path=None, *, lengths=False, initial_state=False, opset=14):
+def to_onnx(layer: RecurrentLayer, path: Union[str, os.PathLike, None] = None, *, lengths: bool = False,
+            initial_state: bool = False, opset: int = 14) -> Any:
     """An ONNX model computing `layer`'s forward pass (evaluation mode: no dropout).
 
     Parameters
@@ -157,7 +163,8 @@ def to_onnx(layer, path=None, *, lengths=False, initial_state=False, opset=14):
     return model
 
 
-def from_onnx(model, *, batch_first=False, dtype=None, backend="auto"):
+def from_onnx(model: Any, *, batch_first: bool = False, dtype: Optional[DTypeLike] = None,
+              backend: str = "auto") -> RecurrentLayer:
     """A new fastrnn layer holding the weights of a model's ONNX `LSTM`, `GRU` or `RNN` nodes.
 
     The nodes (one per stacked layer, in graph order, all of one operator, direction and options)

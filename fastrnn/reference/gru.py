@@ -15,7 +15,7 @@ import numpy as np
 from ._common import or_zeros, sigmoid, time_steps, valid_steps
 
 
-def forward(x, state0, params, lengths, reverse, reset_after=True):
+def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     T, B, D = x.shape
     (h,) = state0
     H = h.shape[1]
@@ -49,7 +49,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True):
         y[t] = np.where(valid[t], h_t, 0)                   # padded steps output zero...
         h = np.where(valid[t], h_t, h)                      # ...and keep their state
     cache = (x, valid, hs_prev, gates, a_hn, w_ih, w_hh, reset_after, reverse)
-    return y, (h,), cache
+    return y, (h,), cache if keep else None
 
 
 def backward(dy, dstate_n, cache, grads, norms=None):

@@ -5,7 +5,8 @@
     g   = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)
     c_t = c_{t-1} + i ⊙ g
     o   = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho [+ p_o ⊙ c_t])
-    h_t = o ⊙ tanh(c_t)
+    r_t = o ⊙ tanh(c_t)
+    h_t = W_hr r_t              (with a projection, params["w_hr"] (P, H) not None; else h_t = r_t)
 
 The bracketed peephole terms are there when params["w_peep"] (rows p_i, p_o) is not None.
 `forward` and `backward` follow the cell contract in fastrnn/_backends.py. "t-1" is the step
@@ -17,19 +18,20 @@ import numpy as np
 from ._common import affine_backward, or_zeros, sigmoid, time_steps, valid_steps
 
 
-def forward(x, state0, params, lengths, reverse):
+def forward(x, state0, params, lengths, reverse, keep=True):
     T, B, D = x.shape
     h, c = state0
-    H = h.shape[1]
-    w_ih, w_hh = params["w_ih"], params["w_hh"]
+    H, P = c.shape[1], h.shape[1]  # P: the size of h, H without a projection
+    w_ih, w_hh, w_hr = params["w_ih"], params["w_hh"], params.get("w_hr")
     b_ih, b_hh = or_zeros(params["b_ih"], 3 * H, x.dtype), or_zeros(params["b_hh"], 3 * H, x.dtype)
     p_i, p_o = or_zeros(params["w_peep"], (2, H), x.dtype)
     valid = valid_steps(lengths, T, B)
 
     # W_i* x_t + b_i* + b_h*, the part that does not depend on h_{t-1}: all steps in one product
     a_x = (x.reshape(T * B, D) @ w_ih.T + b_ih + b_hh).reshape(T, B, 3 * H)
-    y = np.zeros((T, B, H), x.dtype)
-    hs_prev = np.empty((T, B, H), x.dtype)     # h_{t-1} of every step, for backward
+    y = np.zeros((T, B, P), x.dtype)
+    hs_prev = np.empty((T, B, P), x.dtype)     # h_{t-1} of every step, for backward
+    rs = np.zeros((T, B, H), x.dtype)          # r_t, zero at padded steps
     cs_prev = np.empty((T, B, H), x.dtype)     # c_{t-1}
     cs = np.empty((T, B, H), x.dtype)          # c_t
     gates = np.empty((T, 3, B, H), x.dtype)    # i, g, o
@@ -40,34 +42,40 @@ def forward(x, state0, params, lengths, reverse):
         g = np.tanh(a[:, H:2 * H])                         # g = tanh(...)
         c_t = c + i * g                                    # c_t = c_{t-1} + i ⊙ g
         o = sigmoid(a[:, 2 * H:] + p_o * c_t)              # o = σ(... + p_o ⊙ c_t)
-        h_t = o * np.tanh(c_t)                             # h_t = o ⊙ tanh(c_t)
+        r = o * np.tanh(c_t)                               # r_t = o ⊙ tanh(c_t)
+        h_t = r if w_hr is None else r @ w_hr.T            # h_t = W_hr r_t
+        rs[t] = np.where(valid[t], r, 0)
         gates[t], cs[t] = (i, g, o), c_t
         y[t] = np.where(valid[t], h_t, 0)                  # padded steps output zero...
         h, c = np.where(valid[t], h_t, h), np.where(valid[t], c_t, c)  # ...and keep their state
-    cache = (x, valid, hs_prev, cs_prev, cs, gates, w_ih, w_hh, params["w_peep"], reverse)
-    return y, (h, c), cache
+    cache = (x, valid, hs_prev, cs_prev, cs, rs, gates, w_ih, w_hh, params["w_peep"], w_hr, reverse)
+    return y, (h, c), cache if keep else None
 
 
 def backward(dy, dstate_n, cache, grads, norms=None):
-    x, valid, hs_prev, cs_prev, cs, gates, w_ih, w_hh, w_peep, reverse = cache
+    x, valid, hs_prev, cs_prev, cs, rs, gates, w_ih, w_hh, w_peep, w_hr, reverse = cache
     T, B, D = x.shape
     H = cs.shape[2]
     p_i, p_o = or_zeros(w_peep, (2, H), x.dtype)
     dh_next, dc_next = dstate_n
 
+    dhs = np.empty(hs_prev.shape, x.dtype)  # dL/dh_t at every step, for W_hr's gradient
     da = np.empty((T, B, 3 * H), x.dtype)  # dL/da, a = the gates' arguments (rows i, g, o), at every step
     for t in reversed(time_steps(T, reverse)):
         i, g, o = gates[t]
         c_t = cs[t]
         tanh_c = np.tanh(c_t)
         dh = np.where(valid[t], dy[t] + dh_next, 0)   # h_t feeds y[t] and step t+1; padded: neither
+        dhs[t] = dh
+        if w_hr is not None:
+            dh = dh @ w_hr                            # h_t = W_hr r_t: from here on dh is dL/dr_t
         dc = np.where(valid[t], dc_next, 0)           # c_t feeds step t+1; padded: it does not
-        do = dh * tanh_c                              # h_t = o ⊙ tanh(c_t)
-        dc += dh * o * (1 - tanh_c * tanh_c)          # h_t = o ⊙ tanh(c_t)
+        do = dh * tanh_c                              # r_t = o ⊙ tanh(c_t)
+        dc += dh * o * (1 - tanh_c * tanh_c)          # r_t = o ⊙ tanh(c_t)
         da_o = do * o * (1 - o)                       # o = σ(a_o + p_o ⊙ c_t)
         dc += da_o * p_o                              # o = σ(a_o + p_o ⊙ c_t)
         if norms is not None:                         # dh, dc: the whole dL/dh_t, dL/dc_t
-            norms[:, t] = np.linalg.norm(dh), np.linalg.norm(dc)
+            norms[:, t] = np.linalg.norm(dhs[t]), np.linalg.norm(dc)
         di = dc * g                                   # c_t = c_{t-1} + i ⊙ g
         dg = dc * i                                   # c_t = c_{t-1} + i ⊙ g
         dc_prev = dc.copy()                           # c_t = c_{t-1} + i ⊙ g
@@ -82,6 +90,8 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     if grads["w_peep"] is not None:
         grads["w_peep"][0] += np.sum(da[:, :, :H] * cs_prev, axis=(0, 1))
         grads["w_peep"][1] += np.sum(da[:, :, 2 * H:] * cs, axis=(0, 1))
+    if w_hr is not None:                              # h_t = W_hr r_t, summed over all steps and sequences
+        grads["w_hr"] += dhs.reshape(T * B, -1).T @ rs.reshape(T * B, H)
     # a = W_i* x_t + b_i* + W_h* h_{t-1} + b_h*, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)
     return dx, (dh_next, dc_next)  # now dL/dh_0 and dL/dc_0
@@ -90,4 +100,4 @@ def backward(dy, dstate_n, cache, grads, norms=None):
 def gate_activations(cache):
     """The activated gates of the forward that made `cache`: (T, G, B, H), gates in the order i, g, o
     (the contract in fastrnn/_backends.py)."""
-    return cache[5].copy()
+    return cache[6].copy()

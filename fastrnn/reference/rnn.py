@@ -23,7 +23,7 @@ def _activation(nonlinearity):
     return ACTIVATIONS[nonlinearity]
 
 
-def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
+def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True):
     act, _ = _activation(nonlinearity)
     T, B, D = x.shape
     (h,) = state0
@@ -43,7 +43,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh"):
         y[t] = np.where(valid[t], h_t, 0)        # padded steps output zero...
         h = np.where(valid[t], h_t, h)           # ...and keep their state
     cache = (x, valid, hs_prev, hs, w_ih, w_hh, nonlinearity, reverse)
-    return y, (h,), cache
+    return y, (h,), cache if keep else None
 
 
 def backward(dy, dstate_n, cache, grads, norms=None):
