@@ -226,6 +226,10 @@ class RecurrentLayer(Module):
         if steps == 0 or batch == 0:
             raise ValueError(f"x must have at least one step and one sequence, got shape {x.shape}")
         lengths = _check_lengths(lengths, steps, batch)
+        if lengths is not None:
+            # Whatever the padding holds (NaN, inf) must not matter: the weight gradient sums
+            # x over every step, so 0 * NaN there would poison it. x is our copy.
+            x[_padding(lengths, steps)] = 0
         states = self._check_state("state", state, batch, copy=True, unbatched=unbatched)
 
         dirs = self.num_directions
@@ -285,7 +289,7 @@ class RecurrentLayer(Module):
             Without a forward call since the last backward (or under ``fastrnn.no_grad()``).
         """
         # Each forward allows one backward: the kernels may reuse their caches' buffers.
-        layer_caches, masks, batch, y_shape, _, unbatched = self._cached()
+        layer_caches, masks, batch, y_shape, lengths, unbatched = self._cached()
         batch_first = self.batch_first and not unbatched
         if unbatched:
             expected = (y_shape[0], y_shape[2])
@@ -297,6 +301,8 @@ class RecurrentLayer(Module):
         if batch_first:
             dy = np.ascontiguousarray(dy.transpose(1, 0, 2))
         dstates = self._check_state("dstate", dstate, batch, unbatched=unbatched)
+        if lengths is not None:
+            dy = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy)  # see forward
         self._cache = None
 
         dirs, hidden = self.num_directions, self.output_size
@@ -325,6 +331,10 @@ class RecurrentLayer(Module):
 
         if record is not None:
             self.gradient_norms = record
+        if lengths is not None:
+            # dx is zero at padded steps whatever the weights hold (a NaN weight times the zero
+            # gate gradient of a padded step is NaN where a cell computes it at all)
+            dy_layer = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy_layer)
         if batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
         return self._unbatch(dy_layer, initial, unbatched)
@@ -415,6 +425,11 @@ def _check_dropout(dropout):
     if not 0.0 <= dropout <= 1.0:
         raise ValueError(f"dropout must be in [0, 1], got {dropout}")
     return float(dropout)
+
+
+def _padding(lengths, steps):
+    """(T, B) bool, True at the steps past each sequence's length."""
+    return np.arange(steps)[:, None] >= lengths[None, :]
 
 
 def _check_proj_size(proj_size, hidden_size):

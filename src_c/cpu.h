@@ -1,6 +1,22 @@
-/* The per-thread floating-point mode of a pass, and the spin-wait hint of its threads. */
+/* The per-thread floating-point mode of a pass, the spin-wait hint of its threads, the clock of
+ * its signal checks and the flag that stops its threads. */
 #ifndef FASTRNN_CPU_H
 #define FASTRNN_CPU_H
+
+#include <stdint.h>
+#include <time.h>
+
+/* Nanoseconds of a monotonic clock (read through the vDSO: no system call). */
+static inline int64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* A flag one thread sets and the others of a pass read while they run. */
+static inline int load_flag(const int *flag) { return __atomic_load_n(flag, __ATOMIC_RELAXED); }
+static inline void store_flag(int *flag, int value) { __atomic_store_n(flag, value, __ATOMIC_RELAXED); }
 
 /* Saturated gates (sigmoid of a large negative number, products of such values) produce
  * subnormal numbers, on which x86 arithmetic takes a microcode assist per operation, so a pass

@@ -9,9 +9,10 @@
 #endif
 #else /* the body, for one REAL */
 
+/* max(x, 0) that keeps NaN (as np.maximum does): the comparison is false for NaN. */
 ROW_KERNEL void SFX(relu_row)(REAL *restrict x, int n)
 {
-    for (int j = 0; j < n; j++) x[j] = x[j] > 0 ? x[j] : 0;
+    for (int j = 0; j < n; j++) x[j] = x[j] < 0 ? 0 : x[j];
 }
 
 /* h in: x_t.W_ihᵀ + h_{t-1}.W_hhᵀ (no bias); out: h_t = act(h + b_ih + b_hh). */
@@ -34,13 +35,15 @@ KERNEL void SFX(rnn_forward_step)(int B, int H, int64_t t, const int64_t *length
     }
 }
 
-/* The activation's derivative, read off its output h: relu' = [h > 0], tanh' = 1 - h^2. */
+/* The activation's derivative, read off its output h: relu' = [h > 0], tanh' = 1 - h^2. The
+ * ReLU's is a multiplication, not a selection, so that NaN or inf in the incoming gradient
+ * propagates where the unit is off, as in the reference (dh * (h > 0)). */
 ROW_KERNEL void SFX(rnn_backward_row)(int H, int relu, const REAL *restrict h,
                                   const REAL *restrict dy, REAL *restrict dh,
                                   REAL *restrict dpre)
 {
     if (relu) {
-        for (int j = 0; j < H; j++) dpre[j] = h[j] > 0 ? dy[j] + dh[j] : 0;
+        for (int j = 0; j < H; j++) dpre[j] = (dy[j] + dh[j]) * (REAL)(h[j] > 0);
     } else {
         for (int j = 0; j < H; j++) dpre[j] = (dy[j] + dh[j]) * (1 - h[j] * h[j]);
     }

@@ -3,8 +3,8 @@
 Every example runs on the cython and the reference backend and requires: the same numbers to
 tolerance for valid input (NaN and inf included: NaN at the same places), or the same clear
 exception (type and message, naming the argument) for bad input; the inputs never modified; the
-layer still usable after an error. Known kernel bugs have their own strict xfail tests at the
-end, so they flip to a failure (to be unmarked) once fixed.
+layer still usable after an error. The kernel bugs issue 11 found (ReLU NaN, NaN in the padding)
+have their own tests at the end.
 """
 import numpy as np
 import pytest
@@ -26,8 +26,6 @@ CELLS = [
     (fastrnn.GRU, {}), (fastrnn.GRU, {"reset_after": False}),
     (fastrnn.RNN, {}), (fastrnn.RNN, {"nonlinearity": "relu"}),
 ]
-# ReLU RNN turns NaN into 0 on the cython backend (issue 11, item 1; see the xfail tests below).
-NAN_SAFE_CELLS = CELLS[:-1]
 SCALES = (1e-30, 1e-3, 1.0, 1e3, 1e30)  # magnitudes of x, state and dy: tiny to saturating
 LAYOUTS = ("contiguous", "strided", "read-only", "other-float", "nested-list")
 FUZZ = settings(max_examples=120, deadline=None, database=None,
@@ -184,16 +182,14 @@ def poison_strategy():
 
 
 @FUZZ
-@given(problems(cells=NAN_SAFE_CELLS), poison_strategy())
+@given(problems(), poison_strategy())
 def test_nan_and_inf_propagate_alike_on_both_backends(problem, poison):
     where, value, position_seed = poison
-    # No lengths: a NaN reaches the padding through the carried state, which the reference
-    # turns into NaN in dx there (issue 11 item 6, xfail below).
-    problem = dict(problem, layout="contiguous", with_state=True, with_dstate=True, lengths=None)
+    problem = dict(problem, layout="contiguous", with_state=True, with_dstate=True)
     rng = np.random.default_rng(position_seed)
     steps, batch = problem["sizes"][:2]
     b, t = int(rng.integers(batch)), int(rng.integers(steps))
-    lengths = None
+    lengths = problem["lengths"]
 
     def put(array, index):
         array[index] = value
@@ -327,13 +323,12 @@ def test_bad_input_gives_the_same_clear_error_on_both_backends(problem, case):
         assert_same_numbers(ours, ref, problem["options"]["dtype"])
 
 
-# -- known kernel bugs (issue 11): strict xfails, to unmark when fixed ---------------------------
+# -- kernel bugs found by issue 11 (items 1 and 6) --------------------------------------------------
 
 def relu_layers(dtype):
     return [fastrnn.RNN(3, 4, nonlinearity="relu", dtype=dtype, backend=backend, seed=0) for backend in BACKENDS]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 1: the cython ReLU turns NaN into 0 (x > 0 ? x : 0)")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_rnn_forward_propagates_nan_like_the_reference(dtype):
     x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(dtype)
@@ -342,7 +337,6 @@ def test_relu_rnn_forward_propagates_nan_like_the_reference(dtype):
     assert_array_equal(np.isnan(ys[0]), np.isnan(ys[1]))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11 item 1: the cython ReLU backward zeroes NaN in dy where h <= 0")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_relu_rnn_backward_propagates_nan_like_the_reference(dtype):
     rng = np.random.default_rng(0)
@@ -360,11 +354,7 @@ def test_relu_rnn_backward_propagates_nan_like_the_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", [
-    "cython",  # the packed layout of a call with lengths never reads the padding
-    pytest.param("reference", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 6: NaN in the padding poisons the gradients (0 * NaN)")),
-])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN])
 def test_padding_contents_do_not_matter(cls, backend, dtype):
     rng = np.random.default_rng(0)
@@ -382,12 +372,7 @@ def test_padding_contents_do_not_matter(cls, backend, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("backend", [
-    "cython",
-    pytest.param("reference", marks=pytest.mark.xfail(
-        strict=True, reason="issue 11 item 6: the reference's padded steps compute gates from the "
-                            "carried state, and 0 * NaN gives NaN in their dx")),
-])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cls", [fastrnn.LSTM, fastrnn.GRU, fastrnn.RNN])
 def test_nan_in_a_valid_step_does_not_reach_the_padding_gradient(cls, backend, dtype):
     x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(dtype)

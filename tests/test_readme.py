@@ -27,6 +27,15 @@ def test_seq2seq_example_learns_to_reverse(capsys):
     assert reversed_share[0] < 20 and reversed_share[-1] >= 80
 
 
+def test_vanishing_gradient_example_shows_the_gradient_vanish(capsys):
+    namespace = {}
+    exec(compile(python_block("Seeing vanishing gradients"), "README.md", "exec"), namespace)
+    norms = namespace["norms"]
+    assert norms.shape == (100,)
+    assert norms[0] < 1e-6 * norms[-1]
+    assert "at t = 0" in capsys.readouterr().out
+
+
 def test_tour_example_shapes():
     namespace = {}
     exec(compile(python_block("A tour"), "README.md", "exec"), namespace)

@@ -17,9 +17,10 @@ from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, Products, add_to, column_sum, pack_last,
                                         panels_ptr, product, product_panels, step_matmul,
                                         step_panels)
-from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
-                                    init_scan, input_gradient_products, input_projection, layout,
-                                    run_scan, slot_at, step_at)
+from fastrnn._kernels.scan cimport (Layout, Scan, Steps, Stop, active_rows, add_operand, bias_ptr,
+                                    check_backward, check_cache, check_forward, init_scan,
+                                    input_gradient_products, input_projection, layout, run_scan,
+                                    slot_at, step_at, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -50,7 +51,8 @@ cdef struct GruWork:
     double *dh_sq  # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
-cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nogil:
+cdef void forward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
+                       floating *gates) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, G = w.G, rev = w.rev, rows, s, t
     cdef const floating *b_ih = <const floating *>w.b_ih
@@ -64,6 +66,8 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
     cdef floating *h_prev
     cdef floating *h
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -86,7 +90,8 @@ cdef void forward_rows(GruWork *w, int b0, int b1, floating *gates) noexcept nog
                                &y[step_at(st, t, b0, H)])
 
 
-cdef void backward_rows(GruWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
+cdef void backward_rows(GruWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dgates) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, G = w.G, rev = w.rev, rows, s, t
     cdef const floating *gates = <const floating *>w.gates
@@ -101,6 +106,8 @@ cdef void backward_rows(GruWork *w, int b0, int b1, int part, floating *dgates) 
     cdef const floating *h_prev
     cdef floating *dg
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -122,24 +129,26 @@ cdef void backward_rows(GruWork *w, int b0, int b1, int part, floating *dgates) 
             step_matmul(w.w_hh, rows, dg, G, 1, dh, H)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <double *>w.gates)
     else:
-        forward_rows(w, b0, b1, <float *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <float *>w.gates)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef GruWork *w = <GruWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, part, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, part, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dgates)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and
+    what forward got with its checked sizes, which backward checks its arguments against."""
+    cdef tuple inputs, sizes  # (x, w_ih, w_hh, w_hr, lengths); (dtype, T, B, D, H, G, Hh)
     cdef object x, w_ih, w_hh, gates, hs, hn_or_rh
     cdef Layout layout
     cdef bint reset_after
@@ -156,8 +165,13 @@ def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     """GRU forward over one direction of one layer -> (y, (h_n,), cache).
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
-    `keep`, cache is None."""
+    `keep`, cache is None. Every argument is checked against the weights' sizes first
+    (TypeError/ValueError)."""
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+    sizes = check_forward("GRU", x, state0, 1, params, lengths, (3,))
     cdef _Cache cache = _Cache.__new__(_Cache)
+    cache.inputs, cache.sizes = (x, params["w_ih"], params["w_hh"], None, lengths), sizes
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
     cache.layout, cache.reset_after = lay, reset_after
     cache.x, cache.w_ih, cache.w_hh = lay.pack(x), params["w_ih"], params["w_hh"]
@@ -219,8 +233,11 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     """GRU backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
-    `norms` ((1, T) float64 or None) included."""
-    cdef _Cache c = cache
+    `norms` ((1, T) float64 or None) included; every argument is checked against the sizes of the
+    forward call first (TypeError/ValueError)."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    dtype, T, B, D, H, G, Hh = c.sizes
+    check_backward("GRU", dy, dstate_n, 1, grads, c.inputs, dtype, T, B, D, H, G, Hh, norms)
     cdef Layout lay = c.layout
     dh = lay.sort(dstate_n[0])
     # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
@@ -241,7 +258,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
 def gate_activations(cache):
     """The activated gates of the forward that made `cache`: (T, 3, B, H), rows r, z, n; the
     contract in fastrnn/_backends.py."""
-    cdef _Cache c = cache
+    cdef _Cache c = check_cache(cache, _Cache)
     gates = c.layout.unpack(c.gates)
     T, B, G = gates.shape
     return gates.reshape(T, B, 3, G // 3).transpose(0, 2, 1, 3).copy()

@@ -20,9 +20,10 @@ from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product, product_panels,
                                         step_matmul, step_panels)
-from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
+from fastrnn._kernels.scan cimport (Layout, Scan, Steps, Stop, active_rows, add_operand, bias_ptr,
+                                    check_array, check_backward, check_cache, check_forward,
                                     gate_gradient_products, init_scan, input_projection, layout,
-                                    run_scan, slot_at, step_at)
+                                    run_scan, slot_at, step_at, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -67,7 +68,8 @@ cdef void output_gradient(int rows, int Hh, const floating *dy, floating *dh,
         dh[j] = 0
 
 
-cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept nogil:
+cdef void forward_rows(LstmWork *w, int b0, int b1, int part, Stop *stop,
+                       floating *gates) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, G = w.G, Hh = w.Hh, rev = w.rev, rows, s, t
     cdef int before, after  # the slots of hs and cs of the states before and after step t
@@ -78,6 +80,8 @@ cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept no
     cdef floating *zeros = <floating *>w.zeros + <int64_t>b0 * H
     cdef floating *scratch = <floating *>w.scratch + <int64_t>b0 * H
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -109,7 +113,8 @@ cdef void forward_rows(LstmWork *w, int b0, int b1, floating *gates) noexcept no
                <size_t>rows * Hh * sizeof(floating))
 
 
-cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates) noexcept nogil:
+cdef void backward_rows(LstmWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dgates) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, G = w.G, Hh = w.Hh, rev = w.rev, rows, s, t
     cdef const floating *gates = <const floating *>w.gates
@@ -124,6 +129,8 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
     cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     cdef double *dc_sq = NULL if w.dc_sq == NULL else w.dc_sq + <int64_t>part * T
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -151,24 +158,26 @@ cdef void backward_rows(LstmWork *w, int b0, int b1, int part, floating *dgates)
         step_matmul(w.w_hh, rows, &dgates[step_at(st, t, b0, G)], G, 1, dh, Hh)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef LstmWork *w = <LstmWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <double *>w.gates)
     else:
-        forward_rows(w, b0, b1, <float *>w.gates)
+        forward_rows(w, b0, b1, part, stop, <float *>w.gates)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef LstmWork *w = <LstmWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, part, <double *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dgates)
     else:
-        backward_rows(w, b0, b1, part, <float *>w.dgates)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dgates)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and
+    what forward got with its checked sizes, which backward checks its arguments against."""
+    cdef tuple inputs, sizes  # (x, w_ih, w_hh, w_hr, lengths); (dtype, T, B, D, H, G, Hh)
     cdef object x, w_ih, w_hh, w_peep, w_hr, gates, hs, cs, rs
     cdef Layout layout
 
@@ -179,13 +188,19 @@ def forward(x, state0, params, lengths, reverse, keep=True):
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); the
     cell has no forget gate when w_ih has 3H rows (gates i, g, o, w_peep (2, H)). With
     params["w_hr"] (P, H) (optional key), h is projected: h0, h_n and y have P columns. Without
-    `keep` the states of only two steps are held at a time and cache is None."""
+    `keep` the states of only two steps are held at a time and cache is None. Every argument is
+    checked against the weights' sizes first (TypeError/ValueError)."""
+    sizes = check_forward("LSTM", x, state0, 2, params, lengths, (4, 3), True)
+    dtype, T, B, D, H, G, Hh = sizes
     w_hh = params["w_hh"]
-    H = state0[1].shape[1]
-    w_peep = params["w_peep"]
-    cdef _Cache cache = _Cache.__new__(_Cache)
+    peephole_shape = (G // H - 1, H)
+    w_peep = params.get("w_peep")
     if w_peep is None:
-        w_peep = np.zeros((w_hh.shape[0] // H - 1, H), w_hh.dtype)
+        w_peep = np.zeros(peephole_shape, dtype)
+    check_array("params['w_peep']", w_peep, dtype, peephole_shape)
+    cdef _Cache cache = _Cache.__new__(_Cache)
+    cache.inputs = (x, params["w_ih"], w_hh, params.get("w_hr"), lengths)
+    cache.sizes = sizes
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse, keep)
     cache.layout, cache.x, cache.w_ih, cache.w_hh = lay, lay.pack(x), params["w_ih"], w_hh
     cache.w_peep, cache.w_hr = w_peep, params.get("w_hr")
@@ -242,8 +257,15 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     """LSTM backward through one forward call -> (dx, (dh0, dc0)); adds into `grads`.
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
-    `norms` ((2, T) float64 or None) included."""
-    cdef _Cache c = cache
+    `norms` ((2, T) float64 or None) included; every argument is checked against the sizes of the
+    forward call first (TypeError/ValueError)."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    dtype, T, B, D, H, G, Hh = c.sizes
+    check_backward("LSTM", dy, dstate_n, 2, grads, c.inputs, dtype, T, B, D, H, G, Hh, norms)
+    peephole_shape = (G // H - 1, H)
+    check_array("params['w_peep'] (kept from forward)", c.w_peep, dtype, peephole_shape)
+    if grads.get("w_peep") is not None:
+        check_array("grads['w_peep']", grads["w_peep"], dtype, peephole_shape, True)
     cdef Layout lay = c.layout
     dh, dc = lay.sort(dstate_n[0]), lay.sort(dstate_n[1])
     # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
@@ -251,13 +273,13 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     if dy.dtype == np.float32:
         dx = _backward[float](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, c.w_hr, lay,
                               c.gates, c.hs, c.cs, c.rs, grads["w_ih"], grads["w_hh"],
-                              grads["b_ih"], grads["b_hh"], grads["w_peep"], grads.get("w_hr"),
-                              sq)
+                              grads["b_ih"], grads["b_hh"], grads.get("w_peep"),
+                              grads.get("w_hr"), sq)
     else:
         dx = _backward[double](lay.pack(dy), dh, dc, c.x, c.w_ih, c.w_hh, c.w_peep, c.w_hr, lay,
                                c.gates, c.hs, c.cs, c.rs, grads["w_ih"], grads["w_hh"],
-                               grads["b_ih"], grads["b_hh"], grads["w_peep"], grads.get("w_hr"),
-                               sq)
+                               grads["b_ih"], grads["b_hh"], grads.get("w_peep"),
+                               grads.get("w_hr"), sq)
     if norms is not None:
         np.sqrt(sq.sum(axis=1), out=norms)
     return lay.unpack(dx), (lay.unsort(dh), lay.unsort(dc))
@@ -266,7 +288,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
 def gate_activations(cache):
     """The activated gates of the forward that made `cache`: (T, G, B, H), rows of G in the
     cell spec's gate order (i, f, g, o or i, g, o); the contract in fastrnn/_backends.py."""
-    cdef _Cache c = cache
+    cdef _Cache c = check_cache(cache, _Cache)
     gates = c.layout.unpack(c.gates)
     T, B, GH = gates.shape
     H = c.cs.shape[1]

@@ -16,9 +16,10 @@ from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.norms cimport record_state_grad
 from fastrnn._kernels.products cimport (Operand, add_to, panels_ptr, product_panels, step_matmul,
                                         step_panels)
-from fastrnn._kernels.scan cimport (Layout, Scan, Steps, active_rows, add_operand, bias_ptr,
+from fastrnn._kernels.scan cimport (Layout, Scan, Steps, Stop, active_rows, add_operand, bias_ptr,
+                                    check_backward, check_cache, check_forward,
                                     gate_gradient_products, init_scan, input_projection, layout,
-                                    run_scan, slot_at, step_at)
+                                    run_scan, slot_at, step_at, stop_requested)
 from fastrnn._kernels.threads cimport MAX_PARTS
 
 
@@ -39,11 +40,14 @@ cdef struct RnnWork:
     double *dh_sq        # (MAX_PARTS, T) squared norms of dL/dh_t, one row per thread, or NULL
 
 
-cdef void forward_rows(RnnWork *w, int b0, int b1, floating *y) noexcept nogil:
+cdef void forward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
+                       floating *y) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, rev = w.rev, rows, s, t
     cdef floating *hs = <floating *>w.hs
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = T - 1 - s if rev else s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -56,7 +60,8 @@ cdef void forward_rows(RnnWork *w, int b0, int b1, floating *y) noexcept nogil:
                          &hs[slot_at(st, t + rev, b0, H)], &hs[slot_at(st, t + 1 - rev, b0, H)])
 
 
-cdef void backward_rows(RnnWork *w, int b0, int b1, int part, floating *dpre) noexcept nogil:
+cdef void backward_rows(RnnWork *w, int b0, int b1, int part, Stop *stop,
+                        floating *dpre) noexcept nogil:
     cdef const Steps *st = w.steps
     cdef int T = st.T, H = w.H, rev = w.rev, rows, s, t
     cdef const floating *hs = <const floating *>w.hs
@@ -64,6 +69,8 @@ cdef void backward_rows(RnnWork *w, int b0, int b1, int part, floating *dpre) no
     cdef floating *dh = <floating *>w.dh + <int64_t>b0 * H
     cdef double *dh_sq = NULL if w.dh_sq == NULL else w.dh_sq + <int64_t>part * T
     for s in range(T):
+        if stop_requested(stop, part):
+            break
         t = s if rev else T - 1 - s
         rows = active_rows(st, t, b0, b1)
         if rows <= 0:
@@ -75,24 +82,26 @@ cdef void backward_rows(RnnWork *w, int b0, int b1, int part, floating *dpre) no
         step_matmul(w.w_hh, rows, &dpre[step_at(st, t, b0, H)], H, 1, dh, H)
 
 
-cdef void forward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void forward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        forward_rows(w, b0, b1, <double *>w.y)
+        forward_rows(w, b0, b1, part, stop, <double *>w.y)
     else:
-        forward_rows(w, b0, b1, <float *>w.y)
+        forward_rows(w, b0, b1, part, stop, <float *>w.y)
 
 
-cdef void backward_part(void *cell, int b0, int b1, int part) noexcept nogil:
+cdef void backward_part(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil:
     cdef RnnWork *w = <RnnWork *>cell
     if w.is_double:
-        backward_rows(w, b0, b1, part, <double *>w.dpre)
+        backward_rows(w, b0, b1, part, stop, <double *>w.dpre)
     else:
-        backward_rows(w, b0, b1, part, <float *>w.dpre)
+        backward_rows(w, b0, b1, part, stop, <float *>w.dpre)
 
 
 cdef class _Cache:
-    """What backward needs from forward: the pass's buffers and its inputs (not copied)."""
+    """What backward needs from forward: the pass's buffers and its inputs (not copied), and
+    what forward got with its checked sizes, which backward checks its arguments against."""
+    cdef tuple inputs, sizes  # (x, w_ih, w_hh, w_hr, lengths); (dtype, T, B, D, H, G, Hh)
     cdef object x, w_ih, w_hh, hs
     cdef Layout layout
     cdef bint relu
@@ -102,8 +111,13 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True)
     """Elman RNN forward over one direction of one layer -> (y, (h_n,), cache).
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md); without
-    `keep`, cache is None."""
+    `keep`, cache is None. Every argument is checked against the weights' sizes first
+    (TypeError/ValueError)."""
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    sizes = check_forward("Elman RNN", x, state0, 1, params, lengths, (1,))
     cdef _Cache cache = _Cache.__new__(_Cache)
+    cache.inputs, cache.sizes = (x, params["w_ih"], params["w_hh"], None, lengths), sizes
     cdef Layout lay = layout(lengths, x.shape[0], x.shape[1], reverse)
     cache.layout, cache.relu = lay, nonlinearity == "relu"
     cache.x, cache.w_ih, cache.w_hh = lay.pack(x), params["w_ih"], params["w_hh"]
@@ -151,8 +165,11 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     """Elman RNN backward through one forward call -> (dx, (dh0,)); adds into `grads`.
 
     Parameters and returns as the cell contract of fastrnn/_backends.py (docs/layers.md),
-    `norms` ((1, T) float64 or None) included."""
-    cdef _Cache c = cache
+    `norms` ((1, T) float64 or None) included; every argument is checked against the sizes of the
+    forward call first (TypeError/ValueError)."""
+    cdef _Cache c = check_cache(cache, _Cache)
+    dtype, T, B, D, H, G, Hh = c.sizes
+    check_backward("Elman RNN", dy, dstate_n, 1, grads, c.inputs, dtype, T, B, D, H, G, Hh, norms)
     cdef Layout lay = c.layout
     dh = lay.sort(dstate_n[0])
     # Per-thread rows of squared norms, summed after the pass: no two threads share a row.
@@ -173,7 +190,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
 def gate_activations(cache):
     """The activations of the forward that made `cache`: (T, 1, B, H), h_t of every step
     (padded steps: zeros); the contract in fastrnn/_backends.py."""
-    cdef _Cache c = cache
+    cdef _Cache c = check_cache(cache, _Cache)
     return c.layout.states_after_steps(c.hs)[:, None].copy()
 
 

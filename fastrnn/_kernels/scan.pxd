@@ -4,6 +4,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 
+from fastrnn._kernels.cpu cimport load_flag, monotonic_ns
 from fastrnn._kernels.products cimport Operand, Products
 from fastrnn._kernels.threads cimport MAX_PARTS
 
@@ -33,9 +34,18 @@ cdef class Layout:
     cdef object active, step_row, slot_row, lengths
 
 
+cdef struct Stop:
+    # A pass stops early when a signal handler raised (Ctrl-C): part 0 checks for pending signals
+    # every CHECK_NS of its time loop (see stop_requested), and every part reads `requested` at
+    # every step. Read and written through cpu.h's atomic helpers: the parts run in threads.
+    int requested
+    int64_t next_check_ns
+
+
 # A cell's time loop over batch rows b0 .. b1-1 (`part`: the thread's index, for per-thread
-# accumulators), on `cell`, the cell's own work struct.
-ctypedef void (*rows_fn)(void *cell, int b0, int b1, int part) noexcept nogil
+# accumulators), on `cell`, the cell's own work struct; it ends early when
+# stop_requested(stop, part) says so.
+ctypedef void (*rows_fn)(void *cell, int b0, int b1, int part, Stop *stop) noexcept nogil
 
 
 cdef struct Scan:
@@ -46,6 +56,7 @@ cdef struct Scan:
     int B
     const Steps *steps
     int bounds[MAX_PARTS + 1]  # part p runs rows bounds[p] .. bounds[p+1]-1, see run_scan
+    Stop stop
     rows_fn time_loop
     void *cell
     int operand_count
@@ -59,6 +70,15 @@ cdef void init_scan(Scan *scan, bint is_double, bint forward, Layout layout, row
 cdef Operand *add_operand(Scan *scan, int k, int n, const void *b, int ldb, bint transposed,
                           void *panels) noexcept
 cdef int run_scan(Scan *scan, int64_t macs) except -1
+cdef void check_signals(Stop *stop) noexcept nogil
+
+cdef object check_cache(cache, type kind)
+cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths, tuple gate_counts,
+                         bint projection=*)
+cdef void check_backward(str cell, dy, dstate_n, int state_parts, grads, cache_arrays, dtype,
+                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G, int64_t Hh,
+                         norms) except *
+cdef object check_array(str name, array, dtype, tuple shape, bint writable=*)
 
 cdef void input_projection(Products *products, int rows, int D, int G, const void *x,
                            const void *w_ih, void *out, int ldo, void *panels_ih) noexcept
@@ -69,6 +89,14 @@ cdef void gate_gradient_products(Products *products, int rows, int D, int H, int
                                  const void *dgates, const void *w_ih, const void *x,
                                  const void *h_prev, void *dx, void *dw_ih, void *dw_hh,
                                  double *dbias, void *panels_ih) noexcept
+
+
+cdef inline bint stop_requested(Stop *stop, int part) noexcept nogil:
+    """Whether the time loop of `part` should end now (at a step boundary): part 0 first
+    checks for pending signals when CHECK_NS have passed since it last did."""
+    if part == 0 and monotonic_ns() >= stop.next_check_ns:
+        check_signals(stop)
+    return load_flag(&stop.requested)
 
 
 cdef inline int64_t step_at(const Steps *steps, int t, int b, int width) noexcept nogil:

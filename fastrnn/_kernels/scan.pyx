@@ -32,19 +32,187 @@ either layout. A row is written only while its sequence runs, so with lengths a 
 initial state goes to the slot its first step reads and its final state stays in the slot its
 last step wrote.
 """
+from collections.abc import Mapping
+
 import numpy as np
 
 from cython cimport floating
 from libc.stdint cimport int64_t, uintptr_t
 from libc.string cimport memcpy, memset
 
-from fastrnn._kernels.cpu cimport fp_mode_fast_enter, fp_mode_restore
+from fastrnn._kernels.cpu cimport fp_mode_fast_enter, fp_mode_restore, monotonic_ns, store_flag
 from fastrnn._kernels.buffers cimport empty
 from fastrnn._kernels.products cimport (Operand, Products, add_partials_part, column_sum,
                                         init_products, pack_last, pack_part, product,
                                         products_part, set_operand, split_sums)
 from fastrnn._kernels.threads cimport (Team, pass_begin, pass_end, part_start, team_free, team_init,
                                        team_run)
+
+cdef extern from "Python.h":
+    # Declared without Cython's `except -1`: the exception a signal handler raised stays set, to
+    # be raised when the pass returns (see run_scan).
+    int PyErr_CheckSignals() nogil
+    void *PyErr_Occurred()
+
+cdef enum:
+    CHECK_NS = 20000000  # the time loop looks for pending signals (Ctrl-C) this often
+
+# The largest size BLAS's 32-bit int arguments take: rows of a whole-sequence product (T*B),
+# D, H and G*H. Sizes are int64 in the cells; what reaches an int (BLAS's arguments and the gate
+# kernels', which mirror them) is checked against this first, before anything is allocated.
+BLAS_INT_MAX = 2**31 - 1
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_sizes(int64_t T, int64_t B, int64_t D, int64_t H, int64_t G, int64_t limit=BLAS_INT_MAX):
+    """ValueError unless T, B, D, H >= 1 and T*B (the rows of the whole-sequence products), D, H
+    and G (the gate rows, G*H for the cell) are at most `limit` (BLAS's 32-bit ints)."""
+    for name, size in (("T (steps)", T), ("B (batch)", B), ("D (input size)", D),
+                       ("H (hidden size)", H)):
+        if size < 1:
+            raise ValueError(f"{name} must be at least 1, got {size}")
+    for name, size in (("T*B (steps x batch)", T * B), ("D (input size)", D),
+                       ("the gate rows (gates x H)", G)):
+        if size > limit:
+            raise ValueError(
+                f"{name} is {size}, more than the {limit} that a BLAS product (32-bit int "
+                f"sizes) takes: split the sequence or the batch into shorter runs")
+    return None
+
+
+cdef object check_array(str name, array, dtype, tuple shape, bint writable=False):
+    """`array` if it is a C-contiguous ndarray of `dtype` and `shape` (writable when `writable`),
+    else TypeError/ValueError naming it, with the expected and the actual."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a {np.dtype(dtype).name} array of shape {shape}, "
+                        f"got {type(array).__name__}")
+    if array.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype).name}, got {array.dtype}")
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous, got strides {array.strides}")
+    if writable and not array.flags.writeable:
+        raise ValueError(f"{name} must be writable (the gradient is added into it)")
+    return array
+
+
+cdef object check_mapping(str name, value, tuple keys):
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of arrays by name, got {type(value).__name__}")
+    for key in keys:
+        if key not in value:
+            raise KeyError(f"{name} has no entry {key!r}")
+    return value
+
+
+cdef tuple check_state(str name, state, tuple widths, dtype, int64_t B):
+    """`state`: one (B, width) array per entry of `widths` (h, then c)."""
+    shapes = tuple((B, width) for width in widths)
+    if not isinstance(state, (tuple, list)) or len(state) != len(widths):
+        raise TypeError(f"{name} must be a tuple of {len(widths)} arrays of shapes "
+                        f"{', '.join(map(str, shapes))}, got {type(state).__name__}")
+    return tuple(check_array(f"{name}[{i}]", s, dtype, shape)
+                 for i, (s, shape) in enumerate(zip(state, shapes)))
+
+
+cdef void check_biases(str name, biases, dtype, int64_t G, bint writable) except *:
+    """Both biases None (a layer without bias) or both (G,) arrays."""
+    b_ih, b_hh = biases[0], biases[1]
+    if (b_ih is None) != (b_hh is None):
+        raise ValueError(f"{name}['b_ih'] and {name}['b_hh'] must both be arrays or both None")
+    if b_ih is not None:
+        check_array(f"{name}['b_ih']", b_ih, dtype, (G,), writable)
+        check_array(f"{name}['b_hh']", b_hh, dtype, (G,), writable)
+
+
+cdef void check_lengths(lengths, int64_t T, int64_t B) except *:
+    if lengths is None:
+        return
+    check_array("lengths", lengths, np.int64, (B,))
+    if B and (lengths.min() < 1 or lengths.max() > T):
+        raise ValueError(f"lengths must be between 1 and T={T}, got values from "
+                         f"{lengths.min()} to {lengths.max()}")
+
+
+cdef object check_cache(cache, type kind):
+    """`cache` if it is a `kind`, what the cell module's forward returned (with keep=True), else
+    TypeError."""
+    if not isinstance(cache, kind):
+        raise TypeError(f"cache must be what this module's forward returned with keep=True, got "
+                        f"{type(cache).__name__}")
+    return cache
+
+
+cdef tuple check_forward(str cell, x, state0, int state_parts, params, lengths,
+                         tuple gate_counts, bint projection=False):
+    """The checked (dtype, T, B, D, H, G, Hh) of a cell's forward: x (T, B, D) float32 or float64;
+    with `projection` (the LSTM) and params.get('w_hr') not None, w_hr (Hh, H), else Hh = H;
+    params['w_hh'] (G, Hh) with G = k*H for k in `gate_counts`; w_ih (G, D); the biases; state0
+    (`state_parts` arrays: h (B, Hh), then c (B, H)); lengths. Every size is checked before
+    anything is allocated."""
+    if not isinstance(x, np.ndarray) or x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"x must be a float32 or float64 array, got "
+                        f"{getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 3:
+        raise ValueError(f"x must be 3-D (T, B, D), got shape {x.shape}")
+    dtype = x.dtype
+    check_mapping("params", params, ("w_ih", "w_hh", "b_ih", "b_hh"))
+    w_hh = params["w_hh"]
+    if not isinstance(w_hh, np.ndarray) or w_hh.ndim != 2:
+        raise ValueError(f"params['w_hh'] must be a 2-D array (G*H, H), got "
+                         f"{getattr(w_hh, 'shape', type(w_hh).__name__)}")
+    w_hr = params.get("w_hr") if projection else None
+    if w_hr is None:
+        H = Hh = w_hh.shape[1]
+    else:
+        if not isinstance(w_hr, np.ndarray) or w_hr.ndim != 2 or w_hr.shape[0] < 1:
+            raise ValueError(f"params['w_hr'] must be a 2-D array (proj_size, H), got "
+                             f"{getattr(w_hr, 'shape', type(w_hr).__name__)}")
+        Hh, H = w_hr.shape
+    if H < 1 or w_hh.shape[0] not in [k * H for k in gate_counts]:
+        rows = " or ".join(f"{k}*H" for k in gate_counts)
+        expected = f"({rows}, H)" if w_hr is None else (
+            f"({rows}, proj_size), H = {H} and proj_size = {Hh} as in params['w_hr']")
+        raise ValueError(f"params['w_hh'] of the {cell} cell must have shape {expected}, got "
+                         f"{w_hh.shape}")
+    G = w_hh.shape[0]
+    T, B, D = x.shape
+    check_sizes(T, B, D, H, G)
+    check_array("x", x, dtype, (T, B, D))
+    check_array("params['w_ih']", params["w_ih"], dtype, (G, D))
+    check_array("params['w_hh']", w_hh, dtype, (G, Hh))
+    if w_hr is not None:
+        check_array("params['w_hr']", w_hr, dtype, (Hh, H))
+    check_biases("params", (params["b_ih"], params["b_hh"]), dtype, G, False)
+    check_state("state0", state0, (Hh, H)[:state_parts], dtype, B)
+    check_lengths(lengths, T, B)
+    return dtype, T, B, D, H, G, Hh
+
+
+cdef void check_backward(str cell, dy, dstate_n, int state_parts, grads, cache_arrays, dtype,
+                         int64_t T, int64_t B, int64_t D, int64_t H, int64_t G, int64_t Hh,
+                         norms) except *:
+    """Check a cell's backward against the sizes of its forward: dy (T, B, Hh), dstate_n, the
+    gradients (writable; grads['w_hr'] with a projection), `norms` (None or float64
+    (state_parts, T), writable) and `cache_arrays` (x, w_ih, w_hh, w_hr, lengths as forward got
+    them, w_hr None without a projection: the caller may have changed them in place since)."""
+    x, w_ih, w_hh, w_hr, lengths = cache_arrays
+    check_array("dy", dy, dtype, (T, B, Hh))
+    check_state("dstate_n", dstate_n, (Hh, H)[:state_parts], dtype, B)
+    check_mapping("grads", grads, ("w_ih", "w_hh", "b_ih", "b_hh"))
+    check_array("grads['w_ih']", grads["w_ih"], dtype, (G, D), True)
+    check_array("grads['w_hh']", grads["w_hh"], dtype, (G, Hh), True)
+    check_biases("grads", (grads["b_ih"], grads["b_hh"]), dtype, G, True)
+    if norms is not None:
+        check_array("norms", norms, np.float64, (state_parts, T), True)
+    check_array("x (kept from forward)", x, dtype, (T, B, D))
+    check_array("params['w_ih'] (kept from forward)", w_ih, dtype, (G, D))
+    check_array("params['w_hh'] (kept from forward)", w_hh, dtype, (G, Hh))
+    if w_hr is not None:
+        check_array("grads['w_hr']", grads.get("w_hr"), dtype, (Hh, H), True)
+        check_array("params['w_hr'] (kept from forward)", w_hr, dtype, (Hh, H))
+    check_lengths(lengths, T, B)
 
 
 cdef void gather_rows(floating *dst, const floating *src, const int64_t *index, int64_t n,
@@ -237,6 +405,7 @@ cdef void init_scan(Scan *scan, bint is_double, bint forward, Layout layout, row
     products."""
     scan.forward, scan.B, scan.steps = forward, layout.steps.B, &layout.steps
     scan.time_loop, scan.cell = time_loop, cell
+    scan.stop.requested, scan.stop.next_check_ns = 0, 0
     scan.operand_count = 0
     init_products(&scan.products, is_double)
 
@@ -278,16 +447,30 @@ cdef void pack_scan_part(void *work, int part, int parts) noexcept nogil:
 cdef void time_loop_part(void *work, int part, int parts) noexcept nogil:
     """team_run's callback: part `part` of `parts` of the batch rows through the cell's loop."""
     cdef Scan *scan = <Scan *>work
-    scan.time_loop(scan.cell, scan.bounds[part], scan.bounds[part + 1], part)
+    scan.time_loop(scan.cell, scan.bounds[part], scan.bounds[part + 1], part, &scan.stop)
+
+
+cdef void check_signals(Stop *stop) noexcept nogil:
+    """Run the pending signal handlers (Ctrl-C's raises KeyboardInterrupt); when one raised, ask
+    every part to stop, leaving its exception set for run_scan to raise."""
+    cdef int raised
+    with gil:
+        raised = PyErr_CheckSignals() < 0
+    if raised:
+        store_flag(&stop.requested, 1)
+    stop.next_check_ns = monotonic_ns() + CHECK_NS
 
 
 cdef int run_scan(Scan *scan, int64_t macs) except -1:
     """Run `scan` in as many threads as pass_begin allows for `macs` multiply-adds, with
     flush-to-zero on: the packing of the operands, then forward, the products and the time loop;
-    backward, the time loop, the products and the adding up of the threads' partial sums."""
+    backward, the time loop, the products and the adding up of the threads' partial sums.
+    A signal handler that raises during the time loop (Ctrl-C) stops the pass within CHECK_NS;
+    its exception is raised here, and a backward so stopped has changed no gradient."""
     cdef Team team
     cdef unsigned int fp_mode
     cdef Products *products = &scan.products
+    scan.stop.next_check_ns = monotonic_ns() + CHECK_NS
     team_init(&team, pass_begin(scan.B, macs))
     split_rows(scan, team.parts)
     try:
@@ -298,15 +481,20 @@ cdef int run_scan(Scan *scan, int64_t macs) except -1:
             team_run(&team, pack_scan_part, scan)
             if not scan.forward:
                 team_run(&team, time_loop_part, scan)
-            team_run(&team, products_part, products)
+            if not scan.stop.requested:
+                team_run(&team, products_part, products)
             if scan.forward:
                 team_run(&team, time_loop_part, scan)
-            else:
+            elif not scan.stop.requested:
                 team_run(&team, add_partials_part, products)
             fp_mode_restore(fp_mode)
     finally:
         pass_end()
         team_free(&team)
+    if scan.stop.requested:
+        if PyErr_Occurred() == NULL:
+            raise KeyboardInterrupt
+        return -1  # the exception of the signal handler
     return 0
 
 

@@ -217,15 +217,20 @@ def _own_threads():
     return {threading.get_native_id()} | {_helpers[i].tid for i in range(1, _helpers_started)}
 
 
-def _forget_helpers():
-    """In the child of a fork: the helpers were not copied into it (the child starts its own)."""
-    global _helpers_started, _helpers_taken
+def _after_fork_in_child():
+    """In the child of a fork: the helpers were not copied into it (the child starts its own),
+    nor were the threads of the passes then running, which will not end there: the child has no
+    pass running, and gets back the BLAS thread setting that those passes had replaced."""
+    global _helpers_started, _helpers_taken, _passes_running
     _helpers_started, _helpers_taken = 1, False
+    if _passes_running > 0 and _blas_changed:
+        _set_blas_threads(_blas_threads)
+    _passes_running = 0
 
 
 # Windows has no fork, and no os.register_at_fork.
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_helpers)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 cdef void acquire(PyThread_type_lock lock) noexcept nogil:

@@ -25,6 +25,7 @@ def forward(x, state0, params, lengths, reverse, reset_after=True, keep=True):
     # reset_after=False multiplies W_hn by r ⊙ h_{t-1}, not h_{t-1}: the step's product skips those rows
     rows = 3 * H if reset_after else 2 * H
     valid = valid_steps(lengths, T, B)
+    x = np.where(valid, x, 0)  # padding must not matter whatever it holds (NaN, inf)
 
     # W_i* x_t + b_i*, the part that does not depend on h_{t-1}: all steps in one product
     a_x = (x.reshape(T * B, D) @ w_ih.T + b_ih).reshape(T, B, 3 * H)
@@ -81,13 +82,14 @@ def backward(dy, dstate_n, cache, grads, norms=None):
             da_hn = da_n                              # a_n = ... + W_hn (r ⊙ h_{t-1}) + b_hn
         da_z = dz * z * (1 - z)                       # z = σ(a_z)
         da_r = dr * r * (1 - r)                       # r = σ(a_r)
-        da_x[t] = np.concatenate((da_r, da_z, da_n), axis=1)
-        da_h[t] = np.concatenate((da_r, da_z, da_hn), axis=1)
+        # padded: 0 whatever the gates hold
+        da_x[t] = np.where(valid[t], np.concatenate((da_r, da_z, da_n), axis=1), 0)
+        da_h[t] = np.where(valid[t], np.concatenate((da_r, da_z, da_hn), axis=1), 0)
         if reset_after:
             dh_prev += da_h[t] @ w_hh                 # W_hr h_{t-1}, W_hz h_{t-1}, W_hn h_{t-1}
         else:
             dh_prev += da_h[t, :, :2 * H] @ w_hrz     # W_hr h_{t-1}, W_hz h_{t-1}
-        dh_next = dh_prev + np.where(valid[t], 0, dh_next)   # padded: h_t = h_{t-1}
+        dh_next = np.where(valid[t], dh_prev, dh_next)       # padded: h_t = h_{t-1}
 
     # The input terms W_i* x_t + b_i*, differentiated for all steps at once
     grads["w_ih"] += da_x.reshape(T * B, 3 * H).T @ x.reshape(T * B, D)
@@ -98,7 +100,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
     if reset_after:
         grads["w_hh"] += da_h.reshape(T * B, 3 * H).T @ hs_prev.reshape(T * B, H)
     else:
-        rh = gates[:, 0] * hs_prev  # r ⊙ h_{t-1}
+        rh = np.where(valid, gates[:, 0] * hs_prev, 0)  # r ⊙ h_{t-1} (0 on padded steps)
         grads["w_hh"][:2 * H] += da_h[:, :, :2 * H].reshape(T * B, 2 * H).T @ hs_prev.reshape(T * B, H)
         grads["w_hh"][2 * H:] += da_h[:, :, 2 * H:].reshape(T * B, H).T @ rh.reshape(T * B, H)
     if grads["b_hh"] is not None:

@@ -26,6 +26,7 @@ def forward(x, state0, params, lengths, reverse, keep=True):
     b_ih, b_hh = or_zeros(params["b_ih"], 3 * H, x.dtype), or_zeros(params["b_hh"], 3 * H, x.dtype)
     p_i, p_o = or_zeros(params["w_peep"], (2, H), x.dtype)
     valid = valid_steps(lengths, T, B)
+    x = np.where(valid, x, 0)  # padding must not matter whatever it holds (NaN, inf)
 
     # W_i* x_t + b_i* + b_h*, the part that does not depend on h_{t-1}: all steps in one product
     a_x = (x.reshape(T * B, D) @ w_ih.T + b_ih + b_hh).reshape(T, B, 3 * H)
@@ -45,7 +46,7 @@ def forward(x, state0, params, lengths, reverse, keep=True):
         r = o * np.tanh(c_t)                               # r_t = o ⊙ tanh(c_t)
         h_t = r if w_hr is None else r @ w_hr.T            # h_t = W_hr r_t
         rs[t] = np.where(valid[t], r, 0)
-        gates[t], cs[t] = (i, g, o), c_t
+        gates[t], cs[t] = (i, g, o), np.where(valid[t], c_t, c)  # padded: c_t = c_{t-1}
         y[t] = np.where(valid[t], h_t, 0)                  # padded steps output zero...
         h, c = np.where(valid[t], h_t, h), np.where(valid[t], c_t, c)  # ...and keep their state
     cache = (x, valid, hs_prev, cs_prev, cs, rs, gates, w_ih, w_hh, params["w_peep"], w_hr, reverse)
@@ -82,9 +83,9 @@ def backward(dy, dstate_n, cache, grads, norms=None):
         da_g = dg * (1 - g * g)                       # g = tanh(a_g)
         da_i = di * i * (1 - i)                       # i = σ(a_i + p_i ⊙ c_{t-1})
         dc_prev += da_i * p_i                         # i = σ(a_i + p_i ⊙ c_{t-1})
-        da[t] = np.concatenate((da_i, da_g, da_o), axis=1)
-        dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_h* h_{t-1}; padded: h_t = h_{t-1}
-        dc_next = dc_prev + np.where(valid[t], 0, dc_next)        # padded: c_t = c_{t-1}
+        da[t] = np.where(valid[t], np.concatenate((da_i, da_g, da_o), axis=1), 0)  # padded: 0 whatever the gates hold
+        dh_next = np.where(valid[t], da[t] @ w_hh, dh_next)  # a = ... W_h* h_{t-1}; padded: h_t = h_{t-1}
+        dc_next = np.where(valid[t], dc_prev, dc_next)            # padded: c_t = c_{t-1}
 
     # The peepholes p_i ⊙ c_{t-1}, p_o ⊙ c_t, summed over all steps and sequences
     if grads["w_peep"] is not None:

@@ -31,6 +31,7 @@ def forward(x, state0, params, lengths, reverse, nonlinearity="tanh", keep=True)
     w_ih, w_hh = params["w_ih"], params["w_hh"]
     b_ih, b_hh = or_zeros(params["b_ih"], H, x.dtype), or_zeros(params["b_hh"], H, x.dtype)
     valid = valid_steps(lengths, T, B)
+    x = np.where(valid, x, 0)  # padding must not matter whatever it holds (NaN, inf)
 
     # W_ih x_t + b_ih + b_hh, the part that does not depend on h_{t-1}: all steps in one product
     a_x = (x.reshape(T * B, D) @ w_ih.T + b_ih + b_hh).reshape(T, B, H)
@@ -58,8 +59,8 @@ def backward(dy, dstate_n, cache, grads, norms=None):
         dh = np.where(valid[t], dy[t] + dh_next, 0)              # h_t feeds y[t] and step t+1; padded: neither
         if norms is not None:
             norms[0, t] = np.linalg.norm(dh)      # dh: the whole dL/dh_t
-        da[t] = dh * act_grad(hs[t])                              # h_t = act(a)
-        dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
+        da[t] = np.where(valid[t], dh * act_grad(hs[t]), 0)      # h_t = act(a); padded: 0 (even if hs[t] is NaN)
+        dh_next = np.where(valid[t], da[t] @ w_hh, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
 
     # a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)
