@@ -7,7 +7,7 @@ import pytest
 
 import fastrnn
 from fastrnn.tools.bench import _torch_pass
-from fastrnn.tools.bench_core import SHAPES, _fastrnn_pass
+from fastrnn.tools.bench_core import SHAPES, _fastrnn_pass, bench_lengths
 
 BACKENDS = fastrnn.available_backends()
 
@@ -18,6 +18,15 @@ BACKENDS = fastrnn.available_backends()
 def test_forward_backward(benchmark, backend, cell, shape):
     benchmark.group = f"{cell} {shape}"
     benchmark(_fastrnn_pass(cell, shape, backend, "forward+backward"))
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_backward_lengths(benchmark, backend, cell, shape):
+    """The same pass with lengths uniform in [T/10, T] (bench_lengths), beside the padded one."""
+    benchmark.group = f"{cell} {shape}"
+    benchmark(_fastrnn_pass(cell, shape, backend, "forward+backward", lengths=bench_lengths(shape)))
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -331,6 +331,10 @@ class RecurrentLayer(Module):
 
         if record is not None:
             self.gradient_norms = record
+        if lengths is not None:
+            # dx is zero at padded steps whatever the weights hold (a NaN weight times the zero
+            # gate gradient of a padded step is NaN where a cell computes it at all)
+            dy_layer = np.where(_padding(lengths, y_shape[0])[:, :, None], 0, dy_layer)
         if batch_first:
             dy_layer = np.ascontiguousarray(dy_layer.transpose(1, 0, 2))
         return self._unbatch(dy_layer, initial, unbatched)

@@ -28,7 +28,8 @@ def test_bench_writes_every_row_to_json(tmp_path):
                      "--cells", "gru,rnn", "--json", out)
     assert result.returncode == 0, result.stderr
     assert "GFLOP/s" in result.stdout
-    rows = json.loads(out.read_text())["results"]
+    all_rows = json.loads(out.read_text())["results"]
+    rows = [row for row in all_rows if "lengths" not in row]
     assert [(r["cell"], r["mode"], r["shape"]) for r in rows] == [
         (cell, mode, shape)
         for cell in ("gru", "rnn")
@@ -40,6 +41,14 @@ def test_bench_writes_every_row_to_json(tmp_path):
         if "cython_ms" in row:
             assert row["cython_spread"] >= 1.0
             assert abs(row["speedup_vs_reference"] - row["reference_ms"] / row["cython_ms"]) < 1e-9
+    # with the compiled backend, a row of the call with lengths after each padded row
+    lengths_rows = [row for row in all_rows if "lengths" in row]
+    if lengths_rows:
+        assert len(all_rows) == 2 * len(rows)
+        for padded, row in zip(all_rows[::2], all_rows[1::2]):
+            assert (row["cell"], row["mode"], row["shape"]) == (padded["cell"], padded["mode"], padded["shape"])
+            assert row["lengths_vs_padded"] == pytest.approx(row["cython_ms"] / padded["cython_ms"])
+            assert 0 < row["work_share"] <= 1
 
 
 def test_bench_help_lists_every_option():

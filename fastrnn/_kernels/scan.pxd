@@ -3,13 +3,35 @@
 # its time loop as a callback over a slice of the batch rows; nothing here knows the cells.
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.string cimport memcpy
 
 from fastrnn._kernels.cpu cimport load_flag, monotonic_ns
 from fastrnn._kernels.products cimport Operand, Products
+from fastrnn._kernels.threads cimport MAX_PARTS
 
 cdef enum:
     MAX_OPERANDS = 2  # per-step right operands of a pass
+
+
+cdef struct Steps:
+    # Where the rows of a pass live (see Layout): the batch sorted by length, descending, so that
+    # the rows active at step t are the first active[t]. Step t's rows of a per-step buffer
+    # (rows, width) start at row step_row[t], those of state slot s of a state sequence at row
+    # slot_row[s]. `lengths`: the sorted lengths, or NULL when every sequence has T steps.
+    int T, B
+    const int *active
+    const int64_t *step_row
+    const int64_t *slot_row
+    const int64_t *lengths
+
+
+cdef class Layout:
+    cdef Steps steps
+    cdef readonly int64_t rows, state_rows  # rows of a per-step buffer, of a state sequence
+    cdef readonly bint reverse
+    cdef readonly bint keep  # False: a state sequence holds two slots, used in turn
+    # order[i]: the batch row sorted to position i (None: no lengths, the padded layout)
+    cdef object order, pack_index, unpack_index, dead_rows, first_row, last_row
+    cdef object active, step_row, slot_row, lengths
 
 
 cdef struct Stop:
@@ -32,6 +54,8 @@ cdef struct Scan:
     # right operands, packed at the start of the pass with those of the products.
     bint forward
     int B
+    const Steps *steps
+    int bounds[MAX_PARTS + 1]  # part p runs rows bounds[p] .. bounds[p+1]-1, see run_scan
     Stop stop
     rows_fn time_loop
     void *cell
@@ -40,7 +64,8 @@ cdef struct Scan:
     Products products
 
 
-cdef void init_scan(Scan *scan, bint is_double, bint forward, int B, rows_fn time_loop,
+cdef Layout layout(lengths, int T, int B, bint reverse, bint keep=*)
+cdef void init_scan(Scan *scan, bint is_double, bint forward, Layout layout, rows_fn time_loop,
                     void *cell) noexcept
 cdef Operand *add_operand(Scan *scan, int k, int n, const void *b, int ldb, bint transposed,
                           void *panels) noexcept
@@ -74,23 +99,19 @@ cdef inline bint stop_requested(Stop *stop, int part) noexcept nogil:
     return load_flag(&stop.requested)
 
 
-cdef inline int64_t at(int t, int b, int B, int width) noexcept nogil:
-    """Offset of row b of step t in a (·, B, width) buffer."""
-    return (<int64_t>t * B + b) * width
+cdef inline int64_t step_at(const Steps *steps, int t, int b, int width) noexcept nogil:
+    """Offset of row b of step t in a per-step buffer (Layout.rows, width)."""
+    return (steps.step_row[t] + b) * <int64_t>width
 
 
-cdef inline const int64_t *lengths_ptr(const int64_t[::1] lengths) noexcept:
-    """The lengths of a pass, or NULL (every sequence has T steps)."""
-    if lengths is None:
-        return NULL
-    return &lengths[0]
+cdef inline int64_t slot_at(const Steps *steps, int slot, int b, int width) noexcept nogil:
+    """Offset of row b of state slot `slot` in a state sequence (Layout.state_rows, width)."""
+    return (steps.slot_row[slot] + b) * <int64_t>width
 
 
-cdef inline const int64_t *lengths_from(const int64_t *lengths, int b0) noexcept nogil:
-    """The lengths of the batch rows from b0 on (NULL: all sequences have T steps)."""
-    if lengths == NULL:
-        return NULL
-    return lengths + b0
+cdef inline int active_rows(const Steps *steps, int t, int b0, int b1) noexcept nogil:
+    """How many of the rows b0 .. b1-1 step t runs (rows b0 .. b0 + that - 1); <= 0: none."""
+    return min(b1, steps.active[t]) - b0
 
 
 cdef inline const void *bias_ptr(const floating[::1] bias) noexcept:
@@ -99,6 +120,3 @@ cdef inline const void *bias_ptr(const floating[::1] bias) noexcept:
         return NULL
     return &bias[0]
 
-
-cdef inline void copy_state(floating *dst, const floating *src, int B, int H) noexcept nogil:
-    memcpy(dst, src, <size_t>B * H * sizeof(floating))

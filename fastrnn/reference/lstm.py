@@ -87,7 +87,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
         da_i = di * i * (1 - i)                       # i = σ(a_i + p_i ⊙ c_{t-1})
         dc_prev += da_i * p_i + da_f * p_f            # i, f: p_i ⊙ c_{t-1}, p_f ⊙ c_{t-1}
         da[t] = np.where(valid[t], np.concatenate((da_i, da_f, da_g, da_o), axis=1), 0)  # padded: 0 whatever the gates hold
-        dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_h* h_{t-1}; padded: h_t = h_{t-1}
+        dh_next = np.where(valid[t], da[t] @ w_hh, dh_next)  # a = ... W_h* h_{t-1}; padded: h_t = h_{t-1}
         dc_next = np.where(valid[t], dc_prev, dc_next)            # padded: c_t = c_{t-1}
 
     # The peepholes p_i ⊙ c_{t-1}, p_f ⊙ c_{t-1}, p_o ⊙ c_t, summed over all steps and sequences

@@ -60,7 +60,7 @@ def backward(dy, dstate_n, cache, grads, norms=None):
         if norms is not None:
             norms[0, t] = np.linalg.norm(dh)      # dh: the whole dL/dh_t
         da[t] = np.where(valid[t], dh * act_grad(hs[t]), 0)      # h_t = act(a); padded: 0 (even if hs[t] is NaN)
-        dh_next = da[t] @ w_hh + np.where(valid[t], 0, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
+        dh_next = np.where(valid[t], da[t] @ w_hh, dh_next)  # a = ... W_hh h_{t-1}; padded: h_t = h_{t-1}
 
     # a = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh, differentiated for all steps at once
     dx = affine_backward(da, x, hs_prev, w_ih, grads)

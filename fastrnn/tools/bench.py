@@ -20,7 +20,7 @@ import numpy as np
 
 import fastrnn
 from ._cli import name_list, output_problem, positive_int, write_json
-from .bench_core import (CELLS, MODES, WIDTH, _fastrnn_pass, blas_info, blas_threads,
+from .bench_core import (CELLS, MODES, WIDTH, _fastrnn_pass, bench_lengths, blas_info, blas_threads,
                          gemm_rate, import_peer, key_figure, matmul_flops, measure, percent, print_header,
                          print_table_header, settings, table_row)
 from .bench_machine import LoadWatch
@@ -210,6 +210,8 @@ def run_kernels(args):
                 passes = {}
                 if "cython" in backends:
                     passes["cython"] = _fastrnn_pass(cell, shape, "cython", mode)
+                    passes["lengths"] = _fastrnn_pass(cell, shape, "cython", mode,
+                                                      lengths=bench_lengths(shape))
                 if not args.no_reference:
                     passes["reference"] = _fastrnn_pass(cell, shape, "reference", mode)
                 if torch is not None:
@@ -217,6 +219,7 @@ def run_kernels(args):
                 if jax is not None:
                     passes["jax"] = _jax_pass(jax, cell, shape, mode)
                 medians = measure(passes, rounds, budget)
+                lengths_times = medians.pop("lengths", None)
                 row = {"cell": cell, "mode": mode, "shape": list(shape)}
                 for name, values in medians.items():
                     row[f"{name}_ms"] = 1e3 * float(np.median(values))
@@ -229,6 +232,9 @@ def run_kernels(args):
                     row["gemm_share"] = matmul_flops(cell, shape, mode) / (row["cython_ms"] / 1e3) / rate
                 results.append(row)
                 print(table_row(columns, row), flush=True)
+                if lengths_times is not None:
+                    results.append(lengths_row(row, lengths_times, bench_lengths(shape)))
+                    print(table_row(columns, results[-1]), flush=True)
     return {"gemm_rate_flops": rate, "rounds": rounds, "blas": blas_info(),
             "torch": getattr(torch, "__version__", None), "jax": getattr(jax, "__version__", None),
             "results": results}
@@ -237,15 +243,30 @@ def run_kernels(args):
 # -- tables -----------------------------------------------------------------------------------------
 
 
+def lengths_row(padded, times, lengths):
+    """The row of the call with `lengths` (its `times` in seconds, measured with the padded
+    call's) beside the padded call's row: its time over the padded time, and its share of the
+    padded work, sum(lengths) / (T*B)."""
+    steps, batch = padded["shape"][:2]
+    row = {"cell": padded["cell"], "mode": padded["mode"], "shape": padded["shape"],
+           "lengths": "uniform [T/10, T]", "cython_ms": 1e3 * float(np.median(times)),
+           "cython_spread": max(times) / min(times), "work_share": lengths.sum() / (steps * batch)}
+    row["lengths_vs_padded"] = row["cython_ms"] / padded["cython_ms"]
+    return row
+
+
 def kernel_columns(contenders):
     """The kernel table's columns for the contenders timed (cython, reference, torch, jax)."""
     titles = {"cython": "cython", "reference": "ref", "torch": "torch", "jax": "jax"}
     columns = [("cell", -4, lambda row: row["cell"]),
-               ("mode", -7, lambda row: {"forward": "fwd", "forward+backward": "fwd+bwd"}[row["mode"]]),
+               ("mode", -11, lambda row: {"forward": "fwd", "forward+backward": "fwd+bwd"}[row["mode"]]
+                                         + (" len" if "lengths" in row else "")),
                ("T,B,D,H", -14, lambda row: ",".join(map(str, row["shape"])))]
     columns += [(titles[name], 7, key_figure(f"{name}_ms")) for name in contenders]
     columns += [(f"x {titles[peer]}", 7, key_figure(f"speedup_vs_{peer}"))
                 for peer in contenders if peer != "cython" and "cython" in contenders]
-    columns += [("GEMM %", 6, key_figure("gemm_share", fmt=percent)),
+    columns += [("len/pad", 7, key_figure("lengths_vs_padded")),
+                ("work", 5, key_figure("work_share", fmt=percent)),
+                ("GEMM %", 6, key_figure("gemm_share", fmt=percent)),
                 ("spread", 6, key_figure("cython_spread", fmt=lambda v: f"{v:.2f}"))]
     return columns

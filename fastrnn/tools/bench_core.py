@@ -46,19 +46,25 @@ def _seconds(fn):
     return time.perf_counter() - start
 
 
-def _fastrnn_pass(cell, shape, backend, mode, seed=0):
+def _fastrnn_pass(cell, shape, backend, mode, seed=0, lengths=None):
     steps, batch, inputs, hidden = shape
     rng = np.random.default_rng(seed)
     layer = CELLS[cell][0](inputs, hidden, backend=backend, seed=seed)
     x = rng.standard_normal((steps, batch, inputs), dtype=np.float32)
     dy = rng.standard_normal((steps, batch, hidden), dtype=np.float32)
     if mode == "forward":
-        return lambda: layer(x)
+        return lambda: layer(x, lengths=lengths)
 
     def step():
-        layer(x)
+        layer(x, lengths=lengths)
         layer.backward(dy)
     return step
+
+
+def bench_lengths(shape, seed=0):
+    """The lengths of the bench's lengths rows: uniform in [T/10, T], seeded."""
+    steps, batch = shape[:2]
+    return np.random.default_rng(seed).integers(max(1, steps // 10), steps + 1, batch)
 
 
 def _calls_per_round(fn, budget):
