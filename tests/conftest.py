@@ -18,11 +18,18 @@ TINY_CHARLM = ["--hidden", "16", "--embed", "8", "--bptt", "16", "--batch", "4",
                "--backend", "reference", "--quiet"]
 
 
+def subprocess_env():
+    """The environment of a child Python that must import this test process's fastrnn: its parent
+    folder first on the path, and the current folder not at all (PYTHONSAFEPATH, Python 3.11+),
+    since a checkout's uncompiled source tree there would shadow the installed package."""
+    env = dict(os.environ, PYTHONSAFEPATH="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
+    return env
+
+
 def cli_command(*args):
     """(argv, env) that run `python -m fastrnn ARGS` on this test process's fastrnn."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
-    return [sys.executable, "-m", "fastrnn", *map(str, args)], env
+    return [sys.executable, "-m", "fastrnn", *map(str, args)], subprocess_env()
 
 
 def run_cli(*args):

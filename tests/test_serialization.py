@@ -15,7 +15,7 @@ from numpy.testing import assert_array_equal
 import fastrnn
 from fastrnn import optim
 
-from conftest import PACKAGE_PARENT
+from conftest import subprocess_env
 
 
 def every_module(dtype):
@@ -231,8 +231,8 @@ while True:
 def kill_while_saving(path):
     """Start a process that saves to `path` in a loop, SIGKILL it once a save's temporary file
     exists; returns the temporary files left behind (none if the kill fell between two saves)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_PARENT, os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen([sys.executable, "-c", KEEP_SAVING, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    child = subprocess.Popen([sys.executable, "-c", KEEP_SAVING, str(path)], stdout=subprocess.PIPE,
+                             env=subprocess_env(), text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
         deadline = time.monotonic() + 60
